@@ -1,0 +1,132 @@
+"""One storage path for everything qsflow keeps: program archives, job results, data files.
+
+:class:`QsflowStore` is a Prefect block wrapping one of Prefect's writable filesystems: a
+``LocalFileSystem`` under qsflow's home by default, or a ``RemoteFileSystem`` (``s3://bucket/prefix``
+with s3fs settings) on a cluster. Writes are atomic: content goes to a temporary name first and is
+renamed into place, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from typing import IO, ClassVar, Optional, Union
+
+import fsspec
+from prefect.blocks.core import Block
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from pydantic import Field
+
+_PARTIAL = ".qsflow-partial-"
+
+
+class QsflowStore(Block):
+    """Where qsflow keeps uploaded programs, job results and data files."""
+
+    _block_type_name: ClassVar[str] = "qsflow Store"
+    _block_type_slug: ClassVar[str] = "qsflow-store"
+    _description: ClassVar[str] = (
+        "Storage for qsflow: uploaded program archives, job results and /data files, on a "
+        "local directory or an S3 bucket."
+    )
+    _documentation_url: ClassVar[Optional[str]] = None
+
+    filesystem: Union[LocalFileSystem, RemoteFileSystem] = Field(
+        default=...,
+        description=(
+            "The Prefect filesystem holding qsflow's files: LocalFileSystem(basepath=...) on one "
+            "machine, RemoteFileSystem(basepath='s3://bucket/prefix', settings={...}) on a cluster."
+        ),
+    )
+
+    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if isinstance(self.filesystem, RemoteFileSystem):
+            return self.filesystem.filesystem, self.filesystem.basepath.rstrip("/")
+        return fsspec.filesystem("file", auto_mkdir=True), str(self.filesystem.basepath).rstrip("/")
+
+    def _path(self, relative: str) -> str:
+        relative = relative.strip("/")
+        if not relative or ".." in relative.split("/"):
+            raise ValueError(f"Invalid storage path {relative!r}: give a relative path without '..'.")
+        _, root = self._fs()
+        return f"{root}/{relative}"
+
+    def write_bytes(self, relative: str, content: bytes) -> None:
+        """Write ``content`` at ``relative``, atomically."""
+        fs, _ = self._fs()
+        target = self._path(relative)
+        partial = self._partial_name(target)
+        with fs.open(partial, "wb") as handle:
+            handle.write(content)
+        fs.mv(partial, target)
+
+    def upload_stream(self, relative: str, source: IO[bytes], chunk_size: int = 8 << 20) -> int:
+        """Copy ``source`` into storage at ``relative`` in chunks, atomically; return the size."""
+        fs, _ = self._fs()
+        target = self._path(relative)
+        partial = self._partial_name(target)
+        size = 0
+        try:
+            with fs.open(partial, "wb") as handle:
+                while chunk := source.read(chunk_size):
+                    handle.write(chunk)
+                    size += len(chunk)
+            fs.mv(partial, target)
+        except BaseException:
+            if fs.exists(partial):
+                fs.rm(partial)
+            raise
+        return size
+
+    def open_read(self, relative: str) -> IO[bytes]:
+        fs, _ = self._fs()
+        return fs.open(self._path(relative), "rb")
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.open_read(relative) as handle:
+            return handle.read()
+
+    def exists(self, relative: str) -> bool:
+        fs, _ = self._fs()
+        return fs.exists(self._path(relative))
+
+    def list(self, relative_dir: str) -> list[str]:
+        """Names directly under ``relative_dir`` (files and folders), sorted; [] if it is absent."""
+        fs, _ = self._fs()
+        path = self._path(relative_dir)
+        if not fs.exists(path):
+            return []
+        names = (posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+        return sorted(n for n in names if _PARTIAL not in n)
+
+    def delete(self, relative: str, recursive: bool = False) -> None:
+        fs, _ = self._fs()
+        fs.rm(self._path(relative), recursive=recursive)
+
+    @staticmethod
+    def _partial_name(target: str) -> str:
+        head, tail = posixpath.split(target)
+        return f"{head}/{_PARTIAL}{uuid.uuid4().hex}-{tail}"
+
+
+def load_store(create_default_under: Optional[str] = None) -> QsflowStore:
+    """The configured store (the block saved as ``qsflow-storage``).
+
+    When none is saved and ``create_default_under`` is given, save a LocalFileSystem store there.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.settings import STORAGE_BLOCK
+
+    try:
+        return QsflowStore.load(STORAGE_BLOCK)
+    except (ValueError, ObjectNotFound):
+        if create_default_under is None:
+            raise RuntimeError(
+                f"No qsflow storage block named {STORAGE_BLOCK!r} is saved on this Prefect server. "
+                "Save one, e.g. QsflowStore(filesystem=RemoteFileSystem(basepath='s3://bucket/qsflow'))"
+                f".save({STORAGE_BLOCK!r}), or use the embedded default."
+            ) from None
+    store = QsflowStore(filesystem=LocalFileSystem(basepath=create_default_under))
+    store.save(STORAGE_BLOCK, overwrite=True)
+    return store

@@ -1,0 +1,160 @@
+"""The runner flow: one flow run of it is one job of an uploaded program.
+
+Every program's deployment points here. The runner fetches the program's archive from the store,
+unpacks it into a fresh directory, prepares its Python environment (INITIALIZING), then runs the
+entrypoint in a child process (RUNNING) with Qiskit Serverless's program contract in place:
+``ARGUMENTS_PATH`` holds the arguments, ``save_result`` writes ``RESULTS_PATH``, and
+``import qiskit_serverless`` resolves to ``serverless_compat``. The program's output becomes the
+flow run's logs; its saved result goes to the store under ``jobs/<job id>/result.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.logging.loggers import PrefectLogAdapter
+from prefect.states import Running
+
+from flows import status
+from flows.environments import ALIAS_DIR, python_for
+
+QSFLOW_ROOT = Path(__file__).resolve().parent.parent
+# Children of Prefect's flow-run logger reach the API; job.logs() shows these two and no engine chatter.
+PROGRAM_LOGGER = "prefect.flow_runs.program"
+RUNNER_LOGGER = "prefect.flow_runs.qsflow"
+JOB_LOGGERS = (PROGRAM_LOGGER, RUNNER_LOGGER)
+_TAIL_LINES = 200
+
+
+class ProgramFailed(RuntimeError):
+    """The uploaded program exited with an error; the message holds the end of its traceback."""
+
+
+def set_job_state(flow_run_id: Any, name: str) -> bool:
+    """Propose ``Running(name=name)`` for the flow run; False if Prefect refused (e.g. cancelling)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(flow_run_id, Running(name=name))
+    return result.status.value == "ACCEPT"
+
+
+def _unpack(archive: bytes, target: Path) -> None:
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        # The "data" filter refuses absolute paths, '..', links leading outside and device files.
+        tar.extractall(target, filter="data")
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL if the runner dies, so no program outlives its job."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ)
+    env.update(spec_env)
+    api_url = PREFECT_API_URL.value() or ""
+    pythonpath = [str(ALIAS_DIR), str(QSFLOW_ROOT)]
+    if env.get("PYTHONPATH"):
+        pythonpath.append(env["PYTHONPATH"])
+    env.update(
+        PYTHONPATH=os.pathsep.join(pythonpath),
+        PYTHONUNBUFFERED="1",
+        QSFLOW_JOB_ID=job_id,
+        QSFLOW_HOST=api_url,
+        PREFECT_API_URL=api_url,
+        ENV_JOB_ID_GATEWAY=job_id,
+        ARGUMENTS_PATH=str(job_dir / "arguments.json"),
+        RESULTS_PATH=str(job_dir / "results.json"),
+    )
+    return env
+
+
+def job_logger(name: str) -> PrefectLogAdapter:
+    """A logger whose records go to the current flow run's logs under ``name``."""
+    return PrefectLogAdapter(logging.getLogger(name), extra=get_run_logger().extra)
+
+
+def _run_child(python: str, entrypoint: str, cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run the program, streaming its merged stdout/stderr into the job's logs."""
+    program_log = job_logger(PROGRAM_LOGGER)
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    process = subprocess.Popen(
+        [python, entrypoint], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            program_log.info(line)
+        return process.wait(), list(tail)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _failure_text(returncode: int, tail: list[str]) -> str:
+    start = max((i for i, line in enumerate(tail) if line.startswith("Traceback")), default=None)
+    detail = "\n".join(tail[start:]) if start is not None else "\n".join(tail[-20:])
+    reason = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    return f"The program failed ({reason}).\n{detail}".rstrip()
+
+
+@flow(name="qsflow-runner", persist_result=False, validate_parameters=True)
+def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None) -> None:
+    """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``."""
+    from blocks.storage import load_store
+    from deployments.programs import read_spec
+    from deployments.settings import home
+
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    job_id = str(context.flow_run.id)
+    set_job_state(job_id, status.INITIALIZING)
+
+    store = load_store()
+    spec = read_spec(store, program, version)
+    job_dir = home() / "jobs" / job_id
+    work_dir = job_dir / "work"
+    shutil.rmtree(job_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    try:
+        _unpack(store.read_bytes(f"{spec.store_dir}/{spec.version}/program.tar.gz"), work_dir)
+        python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
+        env = _program_env(spec.env_vars, job_id, job_dir)
+        Path(env["ARGUMENTS_PATH"]).write_text(json.dumps(arguments or {}))
+
+        if not set_job_state(job_id, status.RUNNING):
+            job_logger(RUNNER_LOGGER).warning("The job was stopped before its program started.")
+            return
+        returncode, tail = _run_child(python, spec.entrypoint, work_dir, env)
+        if returncode != 0:
+            raise ProgramFailed(_failure_text(returncode, tail))
+        results = Path(env["RESULTS_PATH"])
+        if results.exists():
+            store.write_bytes(f"jobs/{job_id}/result.json", results.read_bytes())
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)

@@ -1,0 +1,55 @@
+"""qsflow's Qiskit-Serverless-shaped face.
+
+Client code imports from here (or, after :func:`install_as_qiskit_serverless`, from
+``qiskit_serverless``); programs running in a qsflow job get this module as ``qiskit_serverless``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from serverless_compat.errors import QiskitServerlessException, ServerlessError
+from serverless_compat.function import QiskitFunction, QiskitPattern
+from serverless_compat.job import Configuration, Job
+from serverless_compat.program import (
+    get_arguments,
+    is_running_in_serverless,
+    is_trial,
+    save_result,
+    update_status,
+)
+
+__version__ = "0.1.0"
+
+_CLIENTS = ("BaseClient", "ServerlessClient", "LocalClient")
+
+
+def __getattr__(name: str):
+    # The clients pull in Prefect's client; programs that only need get_arguments don't pay for it.
+    if name in _CLIENTS:
+        from serverless_compat import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'serverless_compat' has no attribute {name!r}")
+
+
+def install_as_qiskit_serverless() -> None:
+    """Make ``import qiskit_serverless`` give this module (like ``pymysql.install_as_MySQLdb()``)."""
+    sys.modules["qiskit_serverless"] = sys.modules[__name__]
+
+
+__all__ = [
+    *_CLIENTS,
+    "Configuration",
+    "Job",
+    "QiskitFunction",
+    "QiskitPattern",
+    "QiskitServerlessException",
+    "ServerlessError",
+    "get_arguments",
+    "install_as_qiskit_serverless",
+    "is_running_in_serverless",
+    "is_trial",
+    "save_result",
+    "update_status",
+]

@@ -1,0 +1,215 @@
+"""Qiskit Serverless's clients, talking to a Prefect server.
+
+``ServerlessClient()`` with no host uses the embedded default: a local Prefect server and worker
+that qsflow starts once (see ``deployments.server``) and reuses. ``ServerlessClient(host=URL)``
+talks to any Prefect server's API instead (``QSFLOW_HOST`` sets the same from the environment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Iterator, List, Optional, Union
+from urllib.parse import urlparse
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+from blocks.storage import QsflowStore, load_store
+from deployments import jobs as _jobs
+from deployments import programs as _programs
+from deployments import server as _server
+from deployments.connection import prefect_api
+from deployments.settings import api_url, configured_host, home
+from serverless_compat import serialization
+from serverless_compat.errors import QiskitServerlessException, client_error, format_err_msg
+from serverless_compat.function import QiskitFunction, RunnableQiskitFunction
+from serverless_compat.job import Configuration, Job
+
+FunctionRef = Union[QiskitFunction, str]
+
+
+class BaseClient:
+    """What every qsflow client shares: a Prefect API URL and the store behind it."""
+
+    def __init__(self, host: Optional[str] = None, token: Optional[str] = None,
+                 instance: Optional[str] = None, channel: Optional[str] = None):
+        explicit = host or configured_host()
+        if explicit:
+            self.host = api_url(explicit)
+            if not _server.healthy(self.host, timeout=5):
+                raise QiskitServerlessException(format_err_msg(
+                    "AUTH1001",
+                    f"No Prefect API answers at {self.host}. Start a server there (`prefect server "
+                    "start`), or use the embedded default: ServerlessClient() with no host, or "
+                    "`qsflow server start`.",
+                ))
+        else:
+            self.host = _server.ensure_running()
+        self.token = token
+        self.instance = instance
+        self.channel = channel
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}(host={self.host})>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BaseClient) and (self.host, self.token, self.instance, self.channel) == (
+            other.host, other.token, other.instance, other.channel)
+
+    __hash__ = object.__hash__
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _api(self) -> Iterator[SyncPrefectClient]:
+        with prefect_api(self.host) as client:
+            yield client
+
+    @functools.cached_property
+    def _store(self) -> QsflowStore:
+        local = urlparse(self.host).hostname in {"127.0.0.1", "localhost", "::1"}
+        with self._api():
+            return load_store(create_default_under=str(home() / "storage") if local else None)
+
+    @staticmethod
+    def _full_title(function: FunctionRef, provider: Optional[str] = None) -> str:
+        if isinstance(function, QiskitFunction):
+            return function.full_title
+        return QiskitFunction(title=function, provider=provider).full_title
+
+    def _runnable(self, spec: _programs.ProgramSpec) -> RunnableQiskitFunction:
+        return RunnableQiskitFunction(
+            self, title=spec.title, provider=spec.provider, entrypoint=spec.entrypoint,
+            env_vars=dict(spec.env_vars), dependencies=list(spec.dependencies),
+            description=spec.description, version=str(spec.version), working_dir=None,
+        )
+
+    # -- functions --------------------------------------------------------------------------------
+    def upload(self, program: QiskitFunction) -> RunnableQiskitFunction:
+        """Store ``program`` as a new version and (re)register its Prefect deployment."""
+        if program.image:
+            raise QiskitServerlessException(format_err_msg(
+                400, f"Function {program.full_title} names an image; image functions need a Prefect "
+                "Docker work pool, which this qsflow server does not offer. Upload the code with "
+                "working_dir and entrypoint instead."))
+        spec = _programs.ProgramSpec(
+            title=program.title, provider=program.provider, entrypoint=program.entrypoint or "",
+            env_vars=dict(program.env_vars or {}), dependencies=list(program.dependencies or []),
+            description=program.description,
+        )
+        try:
+            with self._api() as client:
+                spec = _programs.register(client, self._store, spec, program.working_dir or "./")
+        except ValueError as exc:
+            raise QiskitServerlessException(format_err_msg(400, str(exc))) from None
+        return self._runnable(spec)
+
+    def function(self, title: str, provider: Optional[str] = None) -> RunnableQiskitFunction:
+        """The latest version of the function ``title`` (``"provider/title"`` works too)."""
+        try:
+            return self._runnable(_programs.read_spec(self._store, self._full_title(title, provider)))
+        except _programs.ProgramNotFound as exc:
+            raise client_error(404, str(exc)) from None
+
+    def function_versions(self, title: str, provider: Optional[str] = None) -> List[RunnableQiskitFunction]:
+        """Every uploaded version of the function, oldest first."""
+        full = self._full_title(title, provider)
+        return [self._runnable(_programs.read_spec(self._store, full, v))
+                for v in _programs.list_versions(self._store, full)]
+
+    def functions(self, **kwargs: Any) -> List[RunnableQiskitFunction]:
+        """All uploaded functions (latest versions), by title."""
+        with self._api() as client:
+            deployments = client.read_deployments(
+                deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["qsflow"]))
+            )
+        titles = sorted({d.parameters.get("program") for d in deployments} - {None})
+        return [self._runnable(_programs.read_spec(self._store, t)) for t in titles]
+
+    def list(self, **kwargs: Any) -> List[RunnableQiskitFunction]:
+        return self.functions(**kwargs)
+
+    def get(self, title: str, provider: Optional[str] = None) -> RunnableQiskitFunction:
+        return self.function(title, provider)
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def run(self, program: FunctionRef, arguments: Optional[dict[str, Any]] = None,
+            config: Optional[Configuration] = None, provider: Optional[str] = None) -> Job:
+        """Start a job of ``program`` with ``arguments``; returns at once, the job QUEUED."""
+        full = self._full_title(program, provider)
+        try:
+            encoded = serialization.to_jsonable(arguments or {})
+        except TypeError as exc:
+            raise client_error(400, str(exc)) from None
+        if not isinstance(encoded, dict):
+            raise client_error(400, "Arguments must be a dict of name -> value, e.g. run(fn, {'x': 1}).")
+        try:
+            with self._api() as client:
+                flow_run = _jobs.submit(client, full, encoded)
+        except _programs.ProgramNotFound as exc:
+            raise client_error(404, str(exc)) from None
+        return Job(str(flow_run.id), job_service=self)
+
+    def jobs(self, function: Optional[FunctionRef] = None, limit: int = 10, offset: int = 0,
+             **kwargs: Any) -> List[Job]:
+        """Jobs, newest first (only ``function``'s when given)."""
+        full = self._full_title(function) if function is not None else None
+        with self._api() as client:
+            runs = _jobs.list_jobs(client, full, limit=limit, offset=offset)
+        return [Job(str(r.id), job_service=self) for r in runs]
+
+    def get_jobs(self, **kwargs: Any) -> List[Job]:
+        return self.jobs(**kwargs)
+
+    def job(self, job_id: str) -> Optional[Job]:
+        """The job ``job_id``, or None when there is no such job."""
+        with self._api() as client:
+            try:
+                _jobs.read(client, job_id)
+            except _jobs.JobNotFound:
+                return None
+        return Job(str(job_id), job_service=self)
+
+    def get_job_by_id(self, job_id: str) -> Optional[Job]:
+        return self.job(job_id)
+
+    # -- the job service Job calls back into ------------------------------------------------------
+    def status(self, job_id: str) -> str:
+        with self._api() as client:
+            return _jobs.job_status(_jobs.read(client, job_id))
+
+    def stop(self, job_id: str, service: Any = None) -> str:
+        with self._api() as client:
+            return _jobs.stop(client, job_id)
+
+    def result(self, job_id: str) -> Any:
+        raw = _jobs.result_bytes(self._store, job_id)
+        return None if raw is None else serialization.loads(raw)
+
+    def logs(self, job_id: str) -> str:
+        with self._api() as client:
+            return _jobs.logs(client, job_id)
+
+    def error_message(self, job_id: str) -> str:
+        with self._api() as client:
+            state = _jobs.read(client, job_id).state
+        message = (state.message if state else None) or "The job failed."
+        return message.removeprefix("Flow run encountered an exception: ")
+
+
+class ServerlessClient(BaseClient):
+    """A client for qsflow: the embedded default, or the Prefect server at ``host``."""
+
+    def __init__(self, host: Optional[str] = None, version: Optional[str] = None,
+                 token: Optional[str] = None, instance: Optional[str] = None,
+                 channel: Optional[str] = None, name: Optional[str] = None, **kwargs: Any):
+        self.version = version
+        self.name = name
+        super().__init__(host=host, token=token, instance=instance, channel=channel)
+
+
+class LocalClient(ServerlessClient):
+    """Qiskit Serverless 0.22's local client: here, the embedded default on this machine."""
+
+    def __init__(self) -> None:
+        super().__init__(host=None)

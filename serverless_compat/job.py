@@ -1,0 +1,120 @@
+"""``Job``: one run of a function, as Qiskit Serverless's client exposes it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from flows import status as _status
+from serverless_compat.errors import QiskitServerlessException
+
+if TYPE_CHECKING:
+    from serverless_compat.client import BaseClient
+
+
+@dataclass
+class Configuration:
+    """Cluster configuration of a job (accepted for compatibility; Ray resources come from targets)."""
+
+    workers: Optional[int] = None
+    min_workers: Optional[int] = None
+    max_workers: Optional[int] = None
+    auto_scaling: Optional[bool] = False
+
+
+class Job:
+    """A job: a Prefect flow run of the function's deployment; ``job_id`` is the flow run id."""
+
+    PENDING: ClassVar[str] = "PENDING"
+    RUNNING: ClassVar[str] = "RUNNING"
+    STOPPED: ClassVar[str] = "STOPPED"
+    SUCCEEDED: ClassVar[str] = "SUCCEEDED"
+    FAILED: ClassVar[str] = "FAILED"
+    QUEUED: ClassVar[str] = "QUEUED"
+    MAPPING: ClassVar[str] = "MAPPING"
+    OPTIMIZING_HARDWARE: ClassVar[str] = "OPTIMIZING_HARDWARE"
+    WAITING_QPU: ClassVar[str] = "WAITING_QPU"
+    EXECUTING_QPU: ClassVar[str] = "EXECUTING_QPU"
+    POST_PROCESSING: ClassVar[str] = "POST_PROCESSING"
+
+    def __init__(self, job_id: str, job_service: "BaseClient", raw_data: Optional[dict] = None):
+        self.job_id = str(job_id)
+        self._job_service = job_service
+        self.raw_data = raw_data or {}
+
+    def __repr__(self) -> str:
+        return f"<Job | {self.job_id}>"
+
+    def status(self) -> str:
+        """``QUEUED``, ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``, ``DONE``, ``ERROR`` or ``CANCELED``."""
+        return self._job_service.status(self.job_id)
+
+    def in_terminal_state(self) -> bool:
+        return self.status() in _status.TERMINAL
+
+    def cancel(self, service: Any = None) -> str:
+        """Stop the job: it ends CANCELED and its program is killed."""
+        return self._job_service.stop(self.job_id, service=service)
+
+    def stop(self, service: Any = None) -> str:
+        """Stop the job (Qiskit Serverless's older name for :meth:`cancel`)."""
+        return self.cancel(service=service)
+
+    def logs(self) -> str:
+        """Everything the program printed or logged so far."""
+        return self._job_service.logs(self.job_id)
+
+    def filtered_logs(self, include: Optional[str] = None, exclude: Optional[str] = None) -> str:
+        """Log lines matching the regex ``include`` and not ``exclude``."""
+        lines = self.logs().split("\n")
+        if include is not None:
+            lines = [line for line in lines if re.search(include, line)]
+        return "".join(
+            f"{line}\n" for line in lines
+            if line and (exclude is None or not re.search(exclude, line))
+        )
+
+    def error_message(self) -> str:
+        """For an ERROR job, why it failed (with the program's traceback); otherwise ``""``."""
+        if self.status() != _status.ERROR:
+            return ""
+        return self._job_service.error_message(self.job_id)
+
+    def wait(self, timeout: Optional[float] = None, poll: float = 0.2) -> str:
+        """Block until the job reaches DONE, ERROR or CANCELED; return that status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.status()
+            if current in _status.TERMINAL:
+                return current
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Job {self.job_id} is still {current} after {timeout} s.")
+            time.sleep(poll)
+
+    def result(self, wait: bool = True, cadence: float = 30, verbose: bool = False, maxwait: int = 0) -> Any:
+        """The value the program passed to ``save_result``, Qiskit objects decoded.
+
+        With ``wait`` it blocks until the job ends, checking at least every ``cadence`` seconds
+        (``maxwait`` > 0 gives up after that many checks). Raises QiskitServerlessException with
+        the error for an ERROR job.
+        """
+        if wait:
+            count = 0
+            while not self.in_terminal_state() and (maxwait == 0 or count < maxwait):
+                count += 1
+                if verbose:
+                    logging.info("Waiting for job result. (%d)", count)
+                self._sleep_until_change(cadence)
+        if self.status() == _status.ERROR:
+            raise QiskitServerlessException(self.error_message())
+        return self._job_service.result(self.job_id)
+
+    def _sleep_until_change(self, cadence: float) -> None:
+        deadline = time.monotonic() + cadence
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, cadence))
+            if self.in_terminal_state():
+                return
