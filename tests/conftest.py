@@ -1,0 +1,51 @@
+"""Shared test setup: one qsflow home and one embedded Prefect server for the whole session.
+
+The session runs with ``QSFLOW_HOME`` pointing at a fresh temporary directory, so the embedded
+server (started by the first ``ServerlessClient()``) is the tests' own; it is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROGRAMS = Path(__file__).parent / "programs"
+_HOME = Path(tempfile.mkdtemp(prefix="qsflow-test-home-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["QSFLOW_HOME"] = str(_HOME)
+    os.environ.pop("QSFLOW_HOST", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from deployments import server
+
+    server.stop()
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def qsflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A client of the session's embedded server (started on first use, stopped at session end)."""
+    from serverless_compat import ServerlessClient
+
+    return ServerlessClient()
+
+
+@pytest.fixture
+def prefect(client):
+    """A sync Prefect client of the session's server."""
+    from deployments.connection import prefect_api
+
+    with prefect_api(client.host) as api:
+        yield api
