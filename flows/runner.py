@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Running
 
@@ -158,3 +159,6 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
             store.write_bytes(f"jobs/{job_id}/result.json", results.read_bytes())
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+        # Send every log line before the engine reports the final state: once a job is DONE or
+        # ERROR, job.logs() is complete.
+        APILogHandler().flush()
