@@ -151,7 +151,11 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
             )
             state["worker"] = True
         _write_state({k: state[k] for k in ("url", "port", "server_pid", "worker_pid")})
-        return state["url"]
+    # Jobs' distributed tasks use one local Ray head; begin starting it now so it is warm by the first job.
+    from deployments import ray_cluster
+
+    ray_cluster.prestart_local_head()
+    return state["url"]
 
 
 def _start_server(state: dict, timeout: float) -> dict:
@@ -216,4 +220,7 @@ def stop() -> bool:
         _terminate(state.get("worker_pid"))
         _terminate(state.get("server_pid"))
         _state_file().unlink(missing_ok=True)
-        return was_running
+    from deployments import ray_cluster
+
+    ray_stopped = ray_cluster.stop()
+    return was_running or ray_stopped

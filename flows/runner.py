@@ -86,6 +86,11 @@ def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path) -> dict[s
         ARGUMENTS_PATH=str(job_dir / "arguments.json"),
         RESULTS_PATH=str(job_dir / "results.json"),
     )
+    # Distributed tasks and plain ray.init() in the program use the shared cluster (docs/distribute.md).
+    from tasks.ray_block import job_ray_address
+
+    ray_address = job_ray_address()
+    env.update(RAY_ADDRESS=ray_address, QSFLOW_RAY_ADDRESS=ray_address)
     return env
 
 
@@ -151,7 +156,10 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         if not set_job_state(job_id, status.RUNNING):
             job_logger(RUNNER_LOGGER).warning("The job was stopped before its program started.")
             return
-        returncode, tail = _run_child(python, spec.entrypoint, work_dir, env)
+        from tasks.task_runs import recording
+
+        with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
+            returncode, tail = _run_child(python, spec.entrypoint, work_dir, env)
         if returncode != 0:
             raise ProgramFailed(_failure_text(returncode, tail))
         results = Path(env["RESULTS_PATH"])

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import sys
 
+from serverless_compat.distribute import (
+    Target,
+    UnsatisfiableTargetError,
+    distribute_task,
+    get,
+    get_refs_by_status,
+    put,
+)
 from serverless_compat.errors import QiskitServerlessException, ServerlessError
 from serverless_compat.function import QiskitFunction, QiskitPattern
 from serverless_compat.job import Configuration, Job
@@ -46,10 +54,16 @@ __all__ = [
     "QiskitPattern",
     "QiskitServerlessException",
     "ServerlessError",
+    "Target",
+    "UnsatisfiableTargetError",
+    "distribute_task",
+    "get",
     "get_arguments",
+    "get_refs_by_status",
     "install_as_qiskit_serverless",
     "is_running_in_serverless",
     "is_trial",
+    "put",
     "save_result",
     "update_status",
 ]

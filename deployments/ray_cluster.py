@@ -1,0 +1,296 @@
+"""The Ray cluster that jobs' distributed tasks run on.
+
+Which cluster, in order:
+
+1. ``QSFLOW_RAY_ADDRESS`` (``ray://host:10001``, ``host:6379`` or ``auto``): an existing cluster, used as is.
+2. The ``qsflow-ray`` config block (``tasks.ray_block.RayClusterConfig``) on the Prefect server, read by the
+   runner for each job (see :func:`tasks.ray_block.configured_address`).
+3. Otherwise the *local head*: one ``ray start --head`` on 127.0.0.1 per qsflow home, started on first use,
+   detached, and reused by every later job and local script until :func:`stop` (``deployments.server.stop()``
+   calls it). Its CPU count is ``QSFLOW_RAY_NUM_CPUS`` (default: all cores), extra custom resources come from
+   ``QSFLOW_RAY_RESOURCES`` (JSON), its object store size from ``QSFLOW_RAY_OBJECT_STORE_BYTES``.
+
+This module does not import Ray or Prefect; it drives the ``ray`` CLI in a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+from deployments.settings import home
+
+ADDRESS_ENV = "QSFLOW_RAY_ADDRESS"
+NUM_CPUS_ENV = "QSFLOW_RAY_NUM_CPUS"
+RESOURCES_ENV = "QSFLOW_RAY_RESOURCES"
+OBJECT_STORE_ENV = "QSFLOW_RAY_OBJECT_STORE_BYTES"
+START_TIMEOUT = float(os.environ.get("QSFLOW_RAY_START_TIMEOUT", "120"))
+_READY_LINE = "Ray runtime started"
+_QSFLOW_ROOT = Path(__file__).resolve().parent.parent
+_ALIAS_DIR = _QSFLOW_ROOT / "serverless_compat" / "_alias"
+
+
+class RayClusterError(RuntimeError):
+    """The local Ray head could not be started or reached; the message says where to look."""
+
+
+def configured_address() -> Optional[str]:
+    """The cluster address set with ``QSFLOW_RAY_ADDRESS``, or None for the local head."""
+    return os.environ.get(ADDRESS_ENV) or None
+
+
+def _state_file() -> Path:
+    return home() / "ray.json"
+
+
+def _log_file() -> Path:
+    return home() / "ray.log"
+
+
+def _temp_dir() -> Path:
+    # Ray puts Unix sockets under its temp dir; their paths must stay short (< 108 bytes), so the
+    # dir lives directly under /tmp, one per qsflow home.
+    digest = hashlib.sha256(str(home()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"qsflow-ray-{digest}"
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    with open(home() / "ray.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    with contextlib.suppress(OSError, IndexError):
+        # A zombie (exited, not yet reaped by whoever adopted it) is not alive.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _read_state() -> dict:
+    try:
+        return json.loads(_state_file().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def head_env() -> dict[str, str]:
+    """Environment of the head and so of its workers: qsflow and the ``qiskit_serverless`` alias importable."""
+    env = dict(os.environ)
+    paths = [str(_ALIAS_DIR), str(_QSFLOW_ROOT)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env.update(PYTHONPATH=os.pathsep.join(paths), RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def local_head_status() -> dict:
+    """``{"address", "pid", "running": bool}`` of this home's local head (``running``: started and ready)."""
+    state = _read_state()
+    running = _alive(state.get("pid")) and bool(state.get("port")) and _ready(state)
+    return {**state, "running": running}
+
+
+def _head_command(port: int) -> list[str]:
+    num_cpus = os.environ.get(NUM_CPUS_ENV) or str(os.cpu_count() or 1)
+    command = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        "--node-ip-address", "127.0.0.1", "--port", str(port),
+        "--ray-client-server-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(_free_port()),
+        "--dashboard-port", str(_free_port()),
+        "--include-dashboard", "false", "--disable-usage-stats",
+        "--num-cpus", num_cpus,
+        "--object-store-memory", os.environ.get(OBJECT_STORE_ENV) or str(512 * 1024 * 1024),
+        "--temp-dir", str(_temp_dir()),
+    ]
+    resources = os.environ.get(RESOURCES_ENV)
+    if resources:
+        try:
+            parsed = json.loads(resources)
+        except json.JSONDecodeError as exc:
+            raise RayClusterError(
+                f"{RESOURCES_ENV}={resources!r} is not JSON; set it like '{{\"my_resource\": 4}}'."
+            ) from exc
+        command += ["--resources", json.dumps(parsed)]
+    return command
+
+
+def _spawn_head() -> dict:
+    """Start ``ray start --head --block`` detached and record it; does not wait for it to be ready."""
+    port = _free_port()
+    log_path = _log_file()
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            _head_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=head_env(), start_new_session=True, cwd=str(home()),
+        )
+    state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid,
+             "temp_dir": str(_temp_dir()), "log_offset": offset}
+    tmp = _state_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(_state_file())
+    return state
+
+
+def _ready(state: dict) -> bool:
+    try:
+        with open(_log_file(), "rb") as log:
+            log.seek(state.get("log_offset", 0))
+            started = _READY_LINE.encode() in log.read()
+    except FileNotFoundError:
+        return False
+    return started and _port_open(state["port"])
+
+
+def _wait_ready(state: dict, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _ready(state):
+        if not _alive(state.get("pid")):
+            _cleanup(state)
+            raise RayClusterError(
+                f"The local Ray head exited while starting; see {_log_file()}. "
+                f"Or use an existing cluster: set {ADDRESS_ENV}=ray://HOST:10001."
+            )
+        if time.monotonic() > deadline:
+            _cleanup(state)
+            raise RayClusterError(
+                f"The local Ray head did not start within {timeout:.0f} s; see {_log_file()}. "
+                "Raise QSFLOW_RAY_START_TIMEOUT on a slow machine."
+            )
+        time.sleep(0.2)
+
+
+def ensure_local_head(timeout: float = START_TIMEOUT) -> str:
+    """Start this home's local Ray head unless it runs; wait until it is ready; return ``127.0.0.1:PORT``."""
+    with _lock():
+        state = _read_state()
+        if not _alive(state.get("pid")):
+            _cleanup(state)
+            state = _spawn_head()
+        _wait_ready(state, timeout)
+        return state["address"]
+
+
+def prestart_local_head() -> None:
+    """Begin starting the local head in the background (no wait), unless a cluster address is configured.
+
+    ``deployments.server.ensure_running()`` calls this so the head is warm by the first job; set
+    ``QSFLOW_RAY_PRESTART=0`` to start it only when a job or script first needs it.
+    """
+    if configured_address() or os.environ.get("QSFLOW_RAY_PRESTART", "1") == "0":
+        return
+    with open(home() / "ray.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process is starting or stopping the head right now
+        try:
+            state = _read_state()
+            if not _alive(state.get("pid")):
+                _cleanup(state)
+                _spawn_head()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def address(start: bool = True) -> Optional[str]:
+    """The address drivers should connect to: ``QSFLOW_RAY_ADDRESS`` or the local head's.
+
+    With ``start`` the local head is started if needed; without, None when it does not run.
+    """
+    configured = configured_address()
+    if configured:
+        return configured
+    if start:
+        return ensure_local_head()
+    state = local_head_status()
+    return state["address"] if state["running"] else None
+
+
+def _terminate(pid: Optional[int], grace: float = 3.0) -> None:
+    # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
+    if not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _session_pids(temp_dir: Optional[str]) -> list[int]:
+    """Processes still running from a head's session (workers sit in their own process groups)."""
+    if not temp_dir:
+        return []
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if temp_dir in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _cleanup(state: dict) -> None:
+    _terminate(state.get("pid"))
+    for pid in _session_pids(state.get("temp_dir")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if state.get("temp_dir"):
+        shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    _state_file().unlink(missing_ok=True)
+
+
+def stop() -> bool:
+    """Stop this home's local Ray head and everything it started; True if it was running."""
+    with _lock():
+        state = _read_state()
+        was_running = _alive(state.get("pid"))
+        _cleanup(state)
+        return was_running

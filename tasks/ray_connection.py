@@ -1,0 +1,56 @@
+"""Connecting this process to the shared Ray cluster (once) and reading its capacity."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Optional
+
+_lock = threading.Lock()
+_capacity: Optional[list[dict[str, float]]] = None
+
+
+def cluster_address() -> str:
+    """Where to connect: ``RAY_ADDRESS`` (set in a job's program), ``QSFLOW_RAY_ADDRESS``, else the local head."""
+    explicit = os.environ.get("RAY_ADDRESS") or os.environ.get("QSFLOW_RAY_ADDRESS")
+    if explicit:
+        return explicit
+    from deployments import ray_cluster
+
+    return ray_cluster.ensure_local_head()
+
+
+def connect() -> Any:
+    """Import Ray and connect to the shared cluster unless this process already is connected; return ``ray``."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    with _lock:
+        if not ray.is_initialized():
+            job_id = os.environ.get("QSFLOW_JOB_ID")
+            job_config = ray.job_config.JobConfig(metadata={"qsflow_job_id": job_id}) if job_id else None
+            ray.init(
+                address=cluster_address(),
+                job_config=job_config,
+                log_to_driver=True,
+                logging_level="WARNING",
+                configure_logging=True,
+            )
+    return ray
+
+
+def node_capacities(refresh: bool = False) -> list[dict[str, float]]:
+    """Total resources of each alive node (cached; ``refresh`` re-reads them)."""
+    global _capacity
+    if _capacity is None or refresh:
+        ray = connect()
+        _capacity = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    return _capacity
+
+
+def reset() -> None:
+    """Forget the cached capacity (after ``ray.shutdown()`` or a cluster change)."""
+    global _capacity
+    _capacity = None
+
