@@ -17,6 +17,8 @@ from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from pydantic import Field
 
+from blocks.file_types import DEFAULT_ALLOWED_TYPES
+
 _PARTIAL = ".qsflow-partial-"
 
 
@@ -38,6 +40,20 @@ class QsflowStore(Block):
             "machine, RemoteFileSystem(basepath='s3://bucket/prefix', settings={...}) on a cluster."
         ),
     )
+
+    allowed_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_TYPES),
+        description=(
+            "Data file types accepted by file_upload, checked by name and content: any of tar "
+            "(plain or gzip), h5, gzip, zip, json, txt, csv. ['tar', 'h5'] is the seed's strict mode."
+        ),
+    )
+
+    def local_path(self, relative: str) -> Optional[str]:
+        """The path on this machine of ``relative`` when the store is a local directory, else None."""
+        if isinstance(self.filesystem, RemoteFileSystem):
+            return None
+        return self._path(relative)
 
     def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if isinstance(self.filesystem, RemoteFileSystem):
@@ -90,7 +106,7 @@ class QsflowStore(Block):
         fs, _ = self._fs()
         return fs.exists(self._path(relative))
 
-    def list(self, relative_dir: str) -> list[str]:
+    def list_names(self, relative_dir: str) -> list[str]:
         """Names directly under ``relative_dir`` (files and folders), sorted; [] if it is absent."""
         fs, _ = self._fs()
         path = self._path(relative_dir)
@@ -98,6 +114,37 @@ class QsflowStore(Block):
             return []
         names = (posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
         return sorted(n for n in names if _PARTIAL not in n)
+
+    def list_files(self, relative_dir: str) -> list[str]:
+        """Names of the files (not folders) directly under ``relative_dir``, sorted."""
+        fs, _ = self._fs()
+        path = self._path(relative_dir)
+        if not fs.exists(path):
+            return []
+        entries = fs.ls(path, detail=True)
+        names = (posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "file")
+        return sorted(n for n in names if _PARTIAL not in n)
+
+    def download_to(self, relative: str, target: str, chunk_size: int = 8 << 20) -> int:
+        """Copy ``relative`` to the local file ``target`` in chunks (atomically); return the size."""
+        import os
+        import tempfile
+
+        size = 0
+        directory = os.path.dirname(os.path.abspath(target))
+        with self.open_read(relative) as source, tempfile.NamedTemporaryFile(
+            "wb", dir=directory, delete=False, prefix=".qsflow-download-"
+        ) as handle:
+            try:
+                while chunk := source.read(chunk_size):
+                    handle.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                handle.close()
+                os.unlink(handle.name)
+                raise
+        os.replace(handle.name, target)
+        return size
 
     def delete(self, relative: str, recursive: bool = False) -> None:
         fs, _ = self._fs()

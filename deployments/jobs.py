@@ -22,7 +22,7 @@ from prefect.states import Cancelling
 from blocks.storage import QsflowStore
 from deployments.programs import read_deployment
 from flows import status
-from flows.runner import JOB_LOGGERS
+from flows.runner import JOB_LOGGERS, USER_TAG_PREFIX
 
 JOB_TAG = "qsflow-job"
 
@@ -31,13 +31,13 @@ class JobNotFound(LookupError):
     """No job with that id exists on this server."""
 
 
-def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[str, Any]) -> FlowRun:
-    """Create a flow run of the program's deployment; it waits in QUEUED for a worker."""
+def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[str, Any], user: str) -> FlowRun:
+    """Create a flow run of the program's deployment for ``user``; it waits in QUEUED for a worker."""
     deployment = read_deployment(client, full_title)
     return client.create_flow_run_from_deployment(
         deployment.id,
         parameters={"arguments": encoded_arguments},
-        tags=[JOB_TAG],
+        tags=[JOB_TAG, f"{USER_TAG_PREFIX}{user}"],
     )
 
 

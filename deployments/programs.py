@@ -121,7 +121,7 @@ def pack_working_dir(working_dir: str | Path, entrypoint: str) -> bytes:
 
 
 def list_versions(store: QsflowStore, full_title: str) -> list[int]:
-    return sorted(int(v) for v in store.list(f"programs/{full_title}") if v.isdigit())
+    return sorted(int(v) for v in store.list_names(f"programs/{full_title}") if v.isdigit())
 
 
 def read_spec(store: QsflowStore, full_title: str, version: Optional[int] = None) -> ProgramSpec:

@@ -30,6 +30,7 @@ from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Running
 
 from flows import status
+from flows.data_mounts import job_data
 from flows.environments import ALIAS_DIR, python_for
 
 QSFLOW_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ PROGRAM_LOGGER = "prefect.flow_runs.program"
 RUNNER_LOGGER = "prefect.flow_runs.qsflow"
 JOB_LOGGERS = (PROGRAM_LOGGER, RUNNER_LOGGER)
 _TAIL_LINES = 200
+USER_TAG_PREFIX = "qsflow-user:"
 
 
 class ProgramFailed(RuntimeError):
@@ -99,12 +101,12 @@ def job_logger(name: str) -> PrefectLogAdapter:
     return PrefectLogAdapter(logging.getLogger(name), extra=get_run_logger().extra)
 
 
-def _run_child(python: str, entrypoint: str, cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+def _run_child(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
     """Run the program, streaming its merged stdout/stderr into the job's logs."""
     program_log = job_logger(PROGRAM_LOGGER)
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     process = subprocess.Popen(
-        [python, entrypoint], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
         start_new_session=True, preexec_fn=_die_with_parent,
     )
@@ -120,6 +122,16 @@ def _run_child(python: str, entrypoint: str, cwd: Path, env: dict[str, str]) -> 
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def job_user(tags: list[str]) -> str:
+    """The user a job runs for, from its ``qsflow-user:<name>`` tag (the local user if none)."""
+    from deployments.access import LOCAL_USER
+
+    for tag in tags:
+        if tag.startswith(USER_TAG_PREFIX):
+            return tag.removeprefix(USER_TAG_PREFIX)
+    return LOCAL_USER
 
 
 def _failure_text(returncode: int, tail: list[str]) -> str:
@@ -151,6 +163,8 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         _unpack(store.read_bytes(f"{spec.store_dir}/{spec.version}/program.tar.gz"), work_dir)
         python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
         env = _program_env(spec.env_vars, job_id, job_dir)
+        user = job_user(context.flow_run.tags)
+        env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title)
         Path(env["ARGUMENTS_PATH"]).write_text(json.dumps(arguments or {}))
 
         if not set_job_state(job_id, status.RUNNING):
@@ -158,8 +172,10 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
             return
         from tasks.task_runs import recording
 
-        with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
-            returncode, tail = _run_child(python, spec.entrypoint, work_dir, env)
+        with job_data(store, user, spec.full_title, job_dir, job_logger(RUNNER_LOGGER).info) as data:
+            env.update(data.env())
+            with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
+                returncode, tail = _run_child(data.wrap([python, spec.entrypoint]), work_dir, env)
         if returncode != 0:
             raise ProgramFailed(_failure_text(returncode, tail))
         results = Path(env["RESULTS_PATH"])

@@ -16,6 +16,8 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
 from blocks.storage import QsflowStore, load_store
+from deployments import access as _access
+from deployments import data_files as _files
 from deployments import jobs as _jobs
 from deployments import programs as _programs
 from deployments import server as _server
@@ -145,7 +147,7 @@ class BaseClient:
             raise client_error(400, "Arguments must be a dict of name -> value, e.g. run(fn, {'x': 1}).")
         try:
             with self._api() as client:
-                flow_run = _jobs.submit(client, full, encoded)
+                flow_run = _jobs.submit(client, full, encoded, self._principal.user)
         except _programs.ProgramNotFound as exc:
             raise client_error(404, str(exc)) from None
         return Job(str(flow_run.id), job_service=self)
@@ -172,6 +174,69 @@ class BaseClient:
 
     def get_job_by_id(self, job_id: str) -> Optional[Job]:
         return self.job(job_id)
+
+    # -- data files -------------------------------------------------------------------------------
+    @functools.cached_property
+    def _principal(self) -> _access.Principal:
+        with self._api():
+            try:
+                return _access.resolve(self.token)
+            except _access.Forbidden as exc:
+                raise client_error(403, str(exc)) from None
+
+    def _scope(self, function: Optional[FunctionRef], provider_space: bool) -> _files.Scope:
+        full = self._full_title(function) if function is not None else None
+        if full is not None and not _programs.list_versions(self._store, full):
+            raise client_error(404, f"Qiskit Function {full} doesn't exist.")
+        try:
+            if provider_space:
+                return _files.provider_scope(self._principal, full)
+            return _files.user_scope(self._principal, full)
+        except _access.Forbidden as exc:
+            raise client_error(403, str(exc)) from None
+        except ValueError as exc:
+            raise QiskitServerlessException(str(exc)) from None
+
+    def _file_call(self, call, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with self._api():
+                return call(self._store, *args, **kwargs)
+        except FileNotFoundError as exc:
+            raise client_error(404, str(exc)) from None
+        except ValueError as exc:
+            raise QiskitServerlessException(str(exc)) from None
+
+    def files(self, function: Optional[FunctionRef] = None) -> List[str]:
+        """Data files in your space (shared by your own functions; per function for provider ones)."""
+        return self._file_call(_files.list_files, self._scope(function, False))
+
+    def file_upload(self, file: str, function: Optional[FunctionRef] = None) -> str:
+        """Upload a tar/h5/... file to your data space; returns a message naming the stored file."""
+        return self._file_call(_files.upload, self._scope(function, False), file)
+
+    def file_download(self, file: str, function: Optional[FunctionRef] = None,
+                      target_name: Optional[str] = None, download_location: str = "./") -> str:
+        """Download a data file into ``download_location``; returns the downloaded file's path."""
+        return self._file_call(_files.download, self._scope(function, False), file,
+                               target_name=target_name, download_location=download_location)
+
+    def file_delete(self, file: str, function: Optional[FunctionRef] = None) -> str:
+        return self._file_call(_files.delete, self._scope(function, False), file)
+
+    def provider_files(self, function: FunctionRef) -> List[str]:
+        """Data files in the provider space of ``function`` (provider members and its jobs only)."""
+        return self._file_call(_files.list_files, self._scope(function, True))
+
+    def provider_file_upload(self, file: str, function: FunctionRef) -> str:
+        return self._file_call(_files.upload, self._scope(function, True), file)
+
+    def provider_file_download(self, file: str, function: FunctionRef, target_name: Optional[str] = None,
+                               download_location: str = "./") -> str:
+        return self._file_call(_files.download, self._scope(function, True), file,
+                               target_name=target_name, download_location=download_location)
+
+    def provider_file_delete(self, file: str, function: FunctionRef) -> str:
+        return self._file_call(_files.delete, self._scope(function, True), file)
 
     # -- the job service Job calls back into ------------------------------------------------------
     def status(self, job_id: str) -> str:

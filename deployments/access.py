@@ -1,0 +1,66 @@
+"""Who is asking: the user a client acts for and the providers they are a member of.
+
+The embedded default has one local user, ``local``, a member of every provider. A shared server
+maps tokens to users with a Prefect ``Secret`` block named ``qsflow-users`` holding
+``{"<sha256 of the token>": {"user": "alice", "providers": ["acme"]}}`` (see the README). Inside
+a job, the runner names the job's user and function (``QSFLOW_USER``, ``QSFLOW_FUNCTION``): the
+program acts for that user and may reach its own function's provider files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+LOCAL_USER = "local"
+USERS_BLOCK = "qsflow-users"
+
+
+class Forbidden(PermissionError):
+    """The caller may not reach what it asked for."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    providers: Optional[frozenset[str]] = None  # None: a member of every provider
+    job_function: Optional[str] = None  # inside a job: the job's function, "provider/title"
+
+    def can_reach_provider(self, provider: str, function_title: str) -> bool:
+        if self.providers is None or provider in self.providers:
+            return True
+        return self.job_function == f"{provider}/{function_title}"
+
+
+def token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _users_table() -> Optional[dict]:
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(USERS_BLOCK).get()
+    except ValueError:  # no such block: single-user mode
+        return None
+
+
+def resolve(token: Optional[str]) -> Principal:
+    """The principal for a client created with ``token`` (under the current Prefect API settings)."""
+    if os.environ.get("QSFLOW_JOB_ID") and os.environ.get("QSFLOW_USER"):
+        return Principal(user=os.environ["QSFLOW_USER"], providers=frozenset(),
+                         job_function=os.environ.get("QSFLOW_FUNCTION") or None)
+    table = _users_table()
+    if table is None:
+        return Principal(user=LOCAL_USER)
+    if not token:
+        raise Forbidden(
+            f"This qsflow server maps tokens to users ({USERS_BLOCK!r} block): pass your token, "
+            "ServerlessClient(host=..., token='...')."
+        )
+    entry = table.get(token_key(token))
+    if entry is None:
+        raise Forbidden("The token given is not known to this qsflow server; ask its administrator for one.")
+    return Principal(user=str(entry["user"]), providers=frozenset(entry.get("providers", [])))

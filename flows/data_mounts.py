@@ -1,0 +1,129 @@
+"""``/data`` and ``/function_data`` inside a job, as Qiskit Serverless programs expect them.
+
+The job's data scopes (see ``deployments.data_files``) become directories on this machine: the
+store's own folders when it is a local directory, or staging copies in the job directory when it
+is remote (S3), uploaded back when the program ends, also on error. The program then runs in a
+private mount namespace (util-linux ``unshare --mount``) where those directories are bind-mounted
+at ``/data`` and ``/function_data``; nothing outside the job sees the mounts. Where that is not
+possible (not root, no ``unshare``), ``DATA_PATH`` alone points at the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from blocks.storage import QsflowStore
+from deployments import data_files
+from deployments.access import Principal
+
+DATA_MOUNT = "/data"
+FUNCTION_DATA_MOUNT = "/function_data"
+
+# sh -c SCRIPT qsflow-mount SRC DST [SRC DST ...] -- COMMAND...: bind each SRC at DST, then exec.
+_MOUNT_SCRIPT = (
+    'set -e; while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done; '
+    'shift; exec "$@"'
+)
+
+
+@functools.cache
+def mount_namespaces_available() -> bool:
+    """True when this process may give a child a private mount namespace with bind mounts."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@dataclass
+class _Staged:
+    scope: data_files.Scope
+    local: Path
+    remote: bool
+    before: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()}
+
+
+@dataclass
+class JobData:
+    """Where the job's data lives and how to start its program so that it sees it."""
+
+    data_dir: Path
+    function_data_dir: Optional[Path]
+    mounted: bool
+
+    def env(self) -> dict[str, str]:
+        if self.mounted:
+            env = {"DATA_PATH": DATA_MOUNT}
+            if self.function_data_dir is not None:
+                env["FUNCTION_DATA_PATH"] = FUNCTION_DATA_MOUNT
+            return env
+        env = {"DATA_PATH": str(self.data_dir)}
+        if self.function_data_dir is not None:
+            env["FUNCTION_DATA_PATH"] = str(self.function_data_dir)
+        return env
+
+    def wrap(self, command: list[str]) -> list[str]:
+        if not self.mounted:
+            return command
+        pairs = [str(self.data_dir), DATA_MOUNT]
+        if self.function_data_dir is not None:
+            pairs += [str(self.function_data_dir), FUNCTION_DATA_MOUNT]
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_SCRIPT, "qsflow-mount",
+                *pairs, "--", *command]
+
+
+@contextlib.contextmanager
+def job_data(store: QsflowStore, user: str, full_title: str, job_dir: Path,
+             log: Callable[[str], None]) -> Iterator[JobData]:
+    """Prepare the job's data directories; on exit, upload what a remote store needs back."""
+    principal = Principal(user=user, providers=frozenset(), job_function=full_title)
+    scopes = [data_files.user_scope(principal, full_title)]
+    if "/" in full_title:
+        scopes.append(data_files.provider_scope(principal, full_title))
+    staged = []
+    for scope in scopes:
+        local = store.local_path(scope.folder)
+        if local is not None:
+            Path(local).mkdir(parents=True, exist_ok=True)
+            staged.append(_Staged(scope, Path(local), remote=False))
+            continue
+        target = job_dir / "staged" / scope.kind
+        target.mkdir(parents=True, exist_ok=True)
+        for name in store.list_files(scope.folder):
+            store.download_to(f"{scope.folder}/{name}", str(target / name))
+        staged.append(_Staged(scope, target, remote=True, before=_snapshot(target)))
+    mounted = mount_namespaces_available()
+    if not mounted:
+        log(f"/data is not available in this job (no private mount namespace here: needs root and "
+            f"util-linux unshare); the program's data directory is DATA_PATH={staged[0].local}.")
+    try:
+        yield JobData(staged[0].local, staged[1].local if len(staged) > 1 else None, mounted)
+    finally:
+        for item in staged:
+            if item.remote:
+                _stage_out(store, item, log)
+
+
+def _stage_out(store: QsflowStore, item: _Staged, log: Callable[[str], None]) -> None:
+    for name, stat in _snapshot(item.local).items():
+        if item.before.get(name) == stat:
+            continue
+        try:
+            data_files.validate_name(name)
+        except ValueError as exc:
+            log(f"Not uploading {name!r} from the job's data directory: {exc}")
+            continue
+        with open(item.local / name, "rb") as source:
+            size = store.upload_stream(f"{item.scope.folder}/{name}", source)
+        data_files.emit("qsflow.file.uploaded", item.scope, name, size)

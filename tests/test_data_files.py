@@ -1,0 +1,211 @@
+"""The flat /data store: client file calls, scopes, content checks, /data inside programs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from prefect.filesystems import LocalFileSystem
+
+from blocks.storage import QsflowStore
+from deployments import data_files
+from deployments.access import Forbidden, Principal
+from flows.data_mounts import mount_namespaces_available
+from serverless_compat import QiskitFunction, QiskitServerlessException
+
+from conftest import PROGRAMS
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
+
+
+def _tar(path: Path, payload: bytes = b"hello", compressed: bool = False) -> Path:
+    with tarfile.open(path, "w:gz" if compressed else "w") as tar:
+        info = tarfile.TarInfo("payload.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def _h5(path: Path) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle["values"] = np.arange(10)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_fn(client):
+    return client.upload(QiskitFunction(title="data-writer", entrypoint="write_data.py",
+                                        working_dir=str(PROGRAMS / "data")))
+
+
+@pytest.fixture(scope="module")
+def reader_fn(client):
+    return client.upload(QiskitFunction(title="data-reader", entrypoint="read_data.py",
+                                        working_dir=str(PROGRAMS / "data")))
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "h5", "txt"])
+def test_round_trip(client, data_fn, tmp_path, kind):
+    source = {
+        "tar": lambda: _tar(tmp_path / "plain.tar", b"plain"),
+        "tar.gz": lambda: _tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
+        "h5": lambda: _h5(tmp_path / "values.h5"),
+        "txt": lambda: (tmp_path / "notes.txt").write_text("some notes\n") and tmp_path / "notes.txt",
+    }[kind]()
+    message = json.loads(client.file_upload(str(source), data_fn))
+    assert message["message"].endswith(f"/{source.name}")
+    assert source.name in client.files(data_fn)
+    downloaded = client.file_download(source.name, data_fn, download_location=str(tmp_path / "down"))
+    assert Path(downloaded).read_bytes() == source.read_bytes()
+    named = client.file_download(source.name, data_fn, target_name="copy.bin",
+                                 download_location=str(tmp_path / "down"))
+    assert Path(named).name == "copy.bin"
+    client.file_delete(source.name, data_fn)
+    assert source.name not in client.files(data_fn)
+
+
+def test_user_space_is_shared_by_the_users_functions(client, data_fn, reader_fn, tmp_path):
+    _tar(tmp_path / "shared.tar")
+    client.file_upload(str(tmp_path / "shared.tar"), data_fn)
+    assert "shared.tar" in client.files(reader_fn)
+    assert "shared.tar" in client.files()  # the seed's files() with no function
+    client.file_delete("shared.tar", reader_fn)
+    assert "shared.tar" not in client.files(data_fn)
+
+
+@pytest.mark.parametrize("name", ["../x.tar", "/abs.tar", "a/b.tar", "", "nul\x00.tar", "bell\x07.tar", ".."])
+def test_bad_names_are_refused(client, data_fn, name, tmp_path):
+    before = client.files(data_fn)
+    with pytest.raises(QiskitServerlessException, match="Invalid file name|Can not open file"):
+        client.file_download(name, data_fn, download_location=str(tmp_path))
+    with pytest.raises(QiskitServerlessException, match="Invalid file name|Can not open file"):
+        client.file_delete(name, data_fn)
+    assert client.files(data_fn) == before
+
+
+def test_upload_name_with_control_character_is_refused(client, data_fn, tmp_path):
+    bad = _tar(tmp_path / "tab\there.tar")
+    with pytest.raises(QiskitServerlessException, match="control characters"):
+        client.file_upload(str(bad), data_fn)
+    assert bad.name not in client.files(data_fn)
+
+
+@pytest.mark.parametrize("name", ["image.png", "image.tar", "image.h5", "image.json", "program.exe"])
+def test_wrong_content_is_refused_and_nothing_written(client, data_fn, tmp_path, name, qsflow_home):
+    path = tmp_path / name
+    path.write_bytes(PNG)
+    with pytest.raises(QiskitServerlessException, match="Upload failed: .*Uploaded file is not a valid type"):
+        client.file_upload(str(path), data_fn)
+    assert name not in client.files(data_fn)
+    leftovers = [p for p in (qsflow_home / "storage" / "data").rglob("*") if "partial" in p.name]
+    assert leftovers == []
+
+
+def test_png_error_names_what_the_content_is(client, data_fn, tmp_path):
+    path = tmp_path / "fake.tar"
+    path.write_bytes(PNG)
+    with pytest.raises(QiskitServerlessException, match=r"named as tar but its content is not \(.*png"):
+        client.file_upload(str(path), data_fn)
+
+
+def test_strict_seed_mode_accepts_tar_and_h5_only(tmp_path):
+    store = QsflowStore(filesystem=LocalFileSystem(basepath=str(tmp_path / "store")), allowed_types=["tar", "h5"])
+    scope = data_files.user_scope(Principal("strict"), None)
+    data_files.upload(store, scope, _tar(tmp_path / "ok.tar"))
+    data_files.upload(store, scope, _h5(tmp_path / "ok.h5"))
+    (tmp_path / "data.json").write_text("{}")
+    with pytest.raises(ValueError, match="Allowed types: tar, h5"):
+        data_files.upload(store, scope, tmp_path / "data.json")
+    assert data_files.list_files(store, scope) == ["ok.h5", "ok.tar"]
+
+
+def test_scopes_are_isolated(tmp_path):
+    store = QsflowStore(filesystem=LocalFileSystem(basepath=str(tmp_path / "store")))
+    alice, bob = Principal("alice", frozenset({"acme"})), Principal("bob", frozenset())
+    data_files.upload(store, data_files.user_scope(alice, None), _tar(tmp_path / "a.tar"))
+    assert data_files.list_files(store, data_files.user_scope(bob, None)) == []
+    # A provider function's user space is separate from the user's own space ...
+    assert data_files.list_files(store, data_files.user_scope(alice, "acme/fn")) == []
+    # ... and from the provider space, which only members reach.
+    data_files.upload(store, data_files.provider_scope(alice, "acme/fn"), _tar(tmp_path / "p.tar"))
+    assert data_files.list_files(store, data_files.user_scope(alice, "acme/fn")) == []
+    with pytest.raises(Forbidden, match="don't have access"):
+        data_files.provider_scope(bob, "acme/fn")
+    # The function's own jobs reach its provider space, and only its own.
+    job = Principal("bob", frozenset(), job_function="acme/fn")
+    assert data_files.list_files(store, data_files.provider_scope(job, "acme/fn")) == ["p.tar"]
+    with pytest.raises(Forbidden):
+        data_files.provider_scope(job, "acme/other")
+
+
+def test_provider_calls_need_a_provider_function(client, data_fn):
+    with pytest.raises(QiskitServerlessException, match="doesn't have a provider"):
+        client.provider_files(data_fn)
+
+
+def test_unknown_function_is_404(client):
+    with pytest.raises(QiskitServerlessException, match="doesn't exist"):
+        client.files("no-such-function")
+
+
+@pytest.mark.skipif(not mount_namespaces_available(), reason="needs root and util-linux unshare")
+def test_programs_share_literal_data_and_the_client_downloads(client, data_fn, reader_fn, tmp_path):
+    writer = data_fn.run(name="from_job.tar")
+    result = writer.result(cadence=1)
+    assert result["data_path"] == "/data"
+    assert "from_job.tar" in result["listing"]
+    assert "from_job.tar" in client.files(data_fn)
+    # Another function of the same user reads it; then writes a file the client downloads.
+    reader = reader_fn.run(read="from_job.tar", write="shout.txt")
+    assert reader.result(cadence=1)["payload"] == "written by a job"
+    path = client.file_download("shout.txt", reader_fn, download_location=str(tmp_path))
+    assert Path(path).read_text() == "WRITTEN BY A JOB"
+    # Client upload -> program reads.
+    _tar(tmp_path / "from_client.tar", b"from the client")
+    client.file_upload(str(tmp_path / "from_client.tar"), reader_fn)
+    assert reader_fn.run(read="from_client.tar").result(cadence=1)["payload"] == "from the client"
+    # The mount is the job's alone.
+    assert not Path("/data/from_job.tar").exists()
+
+
+@pytest.mark.skipif(not mount_namespaces_available(), reason="needs root and util-linux unshare")
+def test_provider_function_reads_function_data(client, tmp_path):
+    fn = client.upload(QiskitFunction(title="reader", provider="acme", entrypoint="read_function_data.py",
+                                      working_dir=str(PROGRAMS / "data")))
+    (tmp_path / "weights.json").write_text('{"w": [1, 2]}')
+    client.provider_file_upload(str(tmp_path / "weights.json"), fn)
+    assert client.provider_files("acme/reader") == ["weights.json"]
+    assert client.files(fn) == []  # the user's space of a provider function is separate
+    result = fn.run(name="weights.json").result(cadence=1)
+    assert json.loads(result["content"]) == {"w": [1, 2]}
+    assert result["provider_files"] == ["weights.json"]
+    client.provider_file_delete("weights.json", fn)
+    assert client.provider_files(fn) == []
+
+
+def test_uploads_and_deletes_emit_events(client, prefect, data_fn, tmp_path):
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    _tar(tmp_path / "evented.tar")
+    client.file_upload(str(tmp_path / "evented.tar"), data_fn)
+    client.file_delete("evented.tar", data_fn)
+    deadline = time.monotonic() + 60
+    while True:
+        page = prefect.read_events(EventFilter(event=EventNameFilter(prefix=["qsflow.file."])), limit=50)
+        events = [e for e in page.events if e.resource.get("prefect.resource.name") == "evented.tar"]
+        kinds = sorted(e.event for e in events)
+        if kinds == ["qsflow.file.deleted", "qsflow.file.uploaded"]:
+            break
+        assert time.monotonic() < deadline, kinds
+        time.sleep(0.5)
+    uploaded = next(e for e in events if e.event == "qsflow.file.uploaded")
+    assert uploaded.resource["qsflow.function"] == "data-writer"
+    assert uploaded.resource["qsflow.user"] == "local"
+    assert uploaded.resource["qsflow.scope"] == "user"
+    assert uploaded.payload["size"] == (tmp_path / "evented.tar").stat().st_size
