@@ -110,7 +110,7 @@ def _describe(amounts: Mapping[str, float]) -> str:
     for name, amount in sorted(amounts.items()):
         if name.startswith("node:") or name == "object_store_memory":
             continue
-        shown.append(f"{name}={amount:g}")
+        shown.append(f"{name}={amount:.0f}" if name == "memory" else f"{name}={amount:g}")
     return ", ".join(shown) or "nothing"
 
 
