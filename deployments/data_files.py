@@ -85,8 +85,7 @@ def upload(store: QsflowStore, scope: Scope, file: str | os.PathLike) -> str:
         raise ValueError(f"Can not open file {str(path)!r}: give the path of an existing file.")
     name = validate_name(path.name)
     check_file(name, path, store.allowed_types)
-    with open(path, "rb") as source:
-        size = store.upload_stream(f"{scope.folder}/{name}", source)
+    size = store.upload_file(f"{scope.folder}/{name}", str(path))
     emit("qsflow.file.uploaded", scope, name, size)
     return json.dumps({"message": f"{scope.folder}/{name}"})
 

@@ -124,6 +124,5 @@ def _stage_out(store: QsflowStore, item: _Staged, log: Callable[[str], None]) ->
         except ValueError as exc:
             log(f"Not uploading {name!r} from the job's data directory: {exc}")
             continue
-        with open(item.local / name, "rb") as source:
-            size = store.upload_stream(f"{item.scope.folder}/{name}", source)
+        size = store.upload_file(f"{item.scope.folder}/{name}", str(item.local / name))
         data_files.emit("qsflow.file.uploaded", item.scope, name, size)
