@@ -64,3 +64,34 @@ def resolve(token: Optional[str]) -> Principal:
     if entry is None:
         raise Forbidden("The token given is not known to this qsflow server; ask its administrator for one.")
     return Principal(user=str(entry["user"]), providers=frozenset(entry.get("providers", [])))
+
+
+def ibm_credentials_block(user: str) -> str:
+    """Name of the Secret block holding ``user``'s IBM Quantum credentials."""
+    slug = "".join(c if c.isalnum() else "-" for c in user.lower()).strip("-") or "user"
+    return f"qsflow-ibm-quantum-{slug}"
+
+
+def save_ibm_credentials(user: str, token: str, instance: Optional[str], channel: Optional[str]) -> None:
+    """Keep an IBM Quantum token in a Prefect Secret block: never in parameters, logs or events."""
+    from prefect.blocks.system import Secret
+
+    Secret(value={"token": token, "instance": instance or "", "channel": channel or ""}).save(
+        ibm_credentials_block(user), overwrite=True
+    )
+
+
+def ibm_credentials_env(user: str) -> dict[str, str]:
+    """``QISKIT_IBM_*`` variables for a job of ``user`` ({} when no credentials were saved)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(ibm_credentials_block(user)).get()
+    except ValueError:
+        return {}
+    env = {"QISKIT_IBM_TOKEN": value["token"]}
+    if value.get("instance"):
+        env["QISKIT_IBM_INSTANCE"] = value["instance"]
+    if value.get("channel"):
+        env["QISKIT_IBM_CHANNEL"] = value["channel"]
+    return env

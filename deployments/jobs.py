@@ -22,6 +22,7 @@ from prefect.states import Cancelling
 from blocks.storage import QsflowStore
 from deployments.programs import read_deployment
 from flows import status
+from flows.job_outputs import read_json
 from flows.runner import JOB_LOGGERS, USER_TAG_PREFIX
 
 JOB_TAG = "qsflow-job"
@@ -62,13 +63,26 @@ def stop(client: SyncPrefectClient, job_id: str) -> str:
     return f"Job [{job_id}] has been stopped."
 
 
+def events(store: QsflowStore, job_id: str) -> list[dict[str, Any]]:
+    """The job's recorded events (``send_error`` and uncaught errors), oldest first."""
+    return read_json(store, f"jobs/{job_id}/events.json")
+
+
+def runtime_jobs(store: QsflowStore, job_id: str) -> list[dict[str, Any]]:
+    """The Qiskit Runtime jobs the program started: ``{"runtime_job", "runtime_session"}`` each."""
+    return read_json(store, f"jobs/{job_id}/runtime_jobs.json")
+
+
 def result_bytes(store: QsflowStore, job_id: str) -> Optional[bytes]:
     path = f"jobs/{job_id}/result.json"
     return store.read_bytes(path) if store.exists(path) else None
 
 
-def logs(client: SyncPrefectClient, job_id: str) -> str:
-    """Everything the program printed (and the runner's notices), in order, one line per record."""
+def logs(client: SyncPrefectClient, job_id: str, loggers: tuple[str, ...] = JOB_LOGGERS) -> str:
+    """Everything the program printed (and the runner's notices), in order, one line per record.
+
+    ``loggers=(PROVIDER_LOGGER,)`` gives a provider function's provider-logger lines instead.
+    """
     lines: list[str] = []
     offset = 0
     page = 200
@@ -77,7 +91,7 @@ def logs(client: SyncPrefectClient, job_id: str) -> str:
             LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(str(job_id))])),
             limit=page, offset=offset, sort=LogSort.TIMESTAMP_ASC,
         )
-        lines.extend(record.message for record in batch if record.name in JOB_LOGGERS)
+        lines.extend(record.message for record in batch if record.name in loggers)
         if len(batch) < page:
             break
         offset += page
@@ -85,8 +99,8 @@ def logs(client: SyncPrefectClient, job_id: str) -> str:
 
 
 def list_jobs(client: SyncPrefectClient, full_title: Optional[str] = None, limit: int = 10,
-              offset: int = 0) -> list[FlowRun]:
-    """Jobs, newest first; only those of one program when ``full_title`` is given."""
+              offset: int = 0, user: Optional[str] = None) -> list[FlowRun]:
+    """Jobs, newest first; only one program's when ``full_title`` is given, one user's with ``user``."""
     from deployments.programs import deployment_name
 
     deployment_filter = None
@@ -95,7 +109,8 @@ def list_jobs(client: SyncPrefectClient, full_title: Optional[str] = None, limit
             name=DeploymentFilterName(any_=[deployment_name(full_title).split("/")[1]])
         )
     return client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[JOB_TAG])),
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(
+            all_=[JOB_TAG] + ([f"{USER_TAG_PREFIX}{user}"] if user else []))),
         deployment_filter=deployment_filter,
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit, offset=offset,

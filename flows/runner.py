@@ -30,12 +30,14 @@ from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Running
 
 from flows import status
+from deployments.access import ibm_credentials_env
 from flows.data_mounts import job_data
+from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
 from flows.environments import ALIAS_DIR, python_for
 
 QSFLOW_ROOT = Path(__file__).resolve().parent.parent
-# Children of Prefect's flow-run logger reach the API; job.logs() shows these two and no engine chatter.
-PROGRAM_LOGGER = "prefect.flow_runs.program"
+# Children of Prefect's flow-run logger reach the API; job.logs() shows the program's and the
+# runner's lines and no engine chatter; job.provider_logs() the provider logger's.
 RUNNER_LOGGER = "prefect.flow_runs.qsflow"
 JOB_LOGGERS = (PROGRAM_LOGGER, RUNNER_LOGGER)
 _TAIL_LINES = 200
@@ -101,9 +103,10 @@ def job_logger(name: str) -> PrefectLogAdapter:
     return PrefectLogAdapter(logging.getLogger(name), extra=get_run_logger().extra)
 
 
-def _run_child(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
-    """Run the program, streaming its merged stdout/stderr into the job's logs."""
-    program_log = job_logger(PROGRAM_LOGGER)
+def _run_child(command: list[str], cwd: Path, env: dict[str, str],
+               provider_function: bool) -> tuple[int, list[str]]:
+    """Run the program, streaming its merged stdout/stderr into the job's (and provider's) logs."""
+    loggers: dict[str, PrefectLogAdapter] = {}
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -115,7 +118,10 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int,
         for line in process.stdout:
             line = line.rstrip("\n")
             tail.append(line)
-            program_log.info(line)
+            name, text = route_line(line, provider_function)
+            if name not in loggers:
+                loggers[name] = job_logger(name)
+            loggers[name].info(text)
         return process.wait(), list(tail)
     finally:
         if process.poll() is None:
@@ -164,7 +170,8 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
         env = _program_env(spec.env_vars, job_id, job_dir)
         user = job_user(context.flow_run.tags)
-        env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title)
+        env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title, **record_paths(job_dir))
+        env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
         Path(env["ARGUMENTS_PATH"]).write_text(json.dumps(arguments or {}))
 
         if not set_job_state(job_id, status.RUNNING):
@@ -172,10 +179,18 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
             return
         from tasks.task_runs import recording
 
-        with job_data(store, user, spec.full_title, job_dir, job_logger(RUNNER_LOGGER).info) as data:
-            env.update(data.env())
-            with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
-                returncode, tail = _run_child(data.wrap([python, spec.entrypoint]), work_dir, env)
+        runner_log = job_logger(RUNNER_LOGGER).info
+        try:
+            with job_data(store, user, spec.full_title, job_dir, runner_log) as data:
+                env.update(data.env())
+                with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
+                    returncode, tail = _run_child(data.wrap([python, spec.entrypoint]), work_dir, env,
+                                                  provider_function=spec.provider is not None)
+        except BaseException:
+            # Stopped (Prefect cancelled the flow run) or crashed: the QPU work must stop too.
+            cancel_runtime_jobs(env, runner_log)
+            raise
+        publish(store, job_id, spec.full_title, env, returncode, tail)
         if returncode != 0:
             raise ProgramFailed(_failure_text(returncode, tail))
         results = Path(env["RESULTS_PATH"])

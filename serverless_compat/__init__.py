@@ -18,7 +18,8 @@ from serverless_compat.distribute import (
 )
 from serverless_compat.errors import QiskitServerlessException, ServerlessError
 from serverless_compat.function import QiskitFunction, QiskitPattern
-from serverless_compat.job import Configuration, Job
+from serverless_compat.job import Configuration, Job, JobEvent
+from serverless_compat.job_records import send_error
 from serverless_compat.program import (
     get_arguments,
     is_running_in_serverless,
@@ -29,15 +30,23 @@ from serverless_compat.program import (
 
 __version__ = "0.1.0"
 
-_CLIENTS = ("BaseClient", "ServerlessClient", "LocalClient")
+from serverless_compat.program_logs import get_logger, get_provider_logger
+
+_CLIENTS = ("BaseClient", "ServerlessClient", "LocalClient", "IBMServerlessClient")
+_RUNTIME = ("get_runtime_service", "ServerlessRuntimeService")
 
 
 def __getattr__(name: str):
-    # The clients pull in Prefect's client; programs that only need get_arguments don't pay for it.
+    # The clients pull in Prefect's client and the Runtime service qiskit_ibm_runtime: programs that
+    # only need get_arguments don't pay for importing them.
     if name in _CLIENTS:
         from serverless_compat import client
 
         return getattr(client, name)
+    if name in _RUNTIME:
+        from serverless_compat import runtime
+
+        return getattr(runtime, name)
     raise AttributeError(f"module 'serverless_compat' has no attribute {name!r}")
 
 
@@ -48,6 +57,11 @@ def install_as_qiskit_serverless() -> None:
 
 __all__ = [
     *_CLIENTS,
+    *_RUNTIME,
+    "JobEvent",
+    "get_logger",
+    "get_provider_logger",
+    "send_error",
     "Configuration",
     "Job",
     "QiskitFunction",

@@ -23,6 +23,7 @@ from deployments import programs as _programs
 from deployments import server as _server
 from deployments.connection import prefect_api
 from deployments.settings import api_url, configured_host, home
+from flows.job_outputs import PROVIDER_LOGGER
 from serverless_compat import serialization
 from serverless_compat.errors import QiskitServerlessException, client_error, format_err_msg
 from serverless_compat.function import QiskitFunction, RunnableQiskitFunction
@@ -154,10 +155,14 @@ class BaseClient:
 
     def jobs(self, function: Optional[FunctionRef] = None, limit: int = 10, offset: int = 0,
              **kwargs: Any) -> List[Job]:
-        """Jobs, newest first (only ``function``'s when given)."""
+        """Your jobs, newest first (only ``function``'s when given)."""
+        return self._list_jobs(function, limit, offset, user=self._principal.user)
+
+    def _list_jobs(self, function: Optional[FunctionRef], limit: int, offset: int,
+                   user: Optional[str]) -> List[Job]:
         full = self._full_title(function) if function is not None else None
         with self._api() as client:
-            runs = _jobs.list_jobs(client, full, limit=limit, offset=offset)
+            runs = _jobs.list_jobs(client, full, limit=limit, offset=offset, user=user)
         return [Job(str(r.id), job_service=self) for r in runs]
 
     def get_jobs(self, **kwargs: Any) -> List[Job]:
@@ -255,6 +260,35 @@ class BaseClient:
         with self._api() as client:
             return _jobs.logs(client, job_id)
 
+    def _job_function(self, job_id: str) -> str:
+        with self._api() as client:
+            flow_run = _jobs.read(client, job_id)
+        return (flow_run.parameters or {}).get("program", "")
+
+    def provider_logs(self, job_id: str) -> str:
+        full = self._job_function(job_id)
+        provider, _, title = full.rpartition("/")
+        if not provider or not self._principal.can_reach_provider(provider, title):
+            raise client_error(403, f"You don't have access to job [{job_id}]")
+        with self._api() as client:
+            return _jobs.logs(client, job_id, loggers=(PROVIDER_LOGGER,))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return _jobs.events(self._store, job_id)
+
+    def runtime_jobs(self, job_id: str) -> list[dict[str, Any]]:
+        return _jobs.runtime_jobs(self._store, job_id)
+
+    def provider_jobs(self, function: FunctionRef, limit: int = 10, offset: int = 0, **kwargs: Any) -> List[Job]:
+        """Jobs of a provider function, by every user (provider members only)."""
+        full = self._full_title(function)
+        provider, _, title = full.rpartition("/")
+        if not provider:
+            raise QiskitServerlessException("`function` doesn't have a provider.")
+        if not self._principal.can_reach_provider(provider, title):
+            raise client_error(403, f"You don't have access to the jobs of provider {provider}.")
+        return self._list_jobs(full, limit, offset, user=None)
+
     def error_message(self, job_id: str) -> str:
         with self._api() as client:
             state = _jobs.read(client, job_id).state
@@ -278,3 +312,36 @@ class LocalClient(ServerlessClient):
 
     def __init__(self) -> None:
         super().__init__(host=None)
+
+
+class IBMServerlessClient(ServerlessClient):
+    """Qiskit Serverless's IBM Quantum client, on qsflow.
+
+    It talks to qsflow (the embedded default, ``QSFLOW_HOST``, or ``host=``), not to IBM's
+    gateway. A ``token`` is your IBM Quantum API key: qsflow keeps it in a Prefect Secret block
+    and gives it to your jobs as ``QISKIT_IBM_TOKEN`` so ``get_runtime_service()`` reaches IBM.
+    """
+
+    def __init__(self, token: Optional[str] = None, name: Optional[str] = None,
+                 instance: Optional[str] = None, channel: Optional[str] = None, *,
+                 host: Optional[str] = None):
+        super().__init__(host=host, instance=instance, channel=channel, name=name)
+        self._ibm_token = token
+        if token:
+            with self._api():
+                _access.save_ibm_credentials(self._principal.user, token, instance, channel)
+
+    def usage(self) -> dict[str, Any]:
+        """Your IBM Quantum usage (QiskitRuntimeService.usage()); needs an IBM Quantum account."""
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        try:
+            service = QiskitRuntimeService(channel=self.channel or "ibm_quantum_platform",
+                                           token=self._ibm_token, instance=self.instance, name=self.name)
+            return service.usage()
+        except Exception as exc:
+            raise QiskitServerlessException(
+                f"Failed to retrieve usage information for instance '{self.instance}': {exc}. usage() "
+                "reports IBM Quantum usage: pass IBMServerlessClient(token=..., instance=...) or save "
+                "an account with QiskitRuntimeService.save_account()."
+            ) from None

@@ -57,3 +57,17 @@ def format_err_msg(code: Any, details: Optional[str] = None) -> str:
 
 def client_error(code: int, details: str) -> QiskitServerlessException:
     return QiskitServerlessException(format_err_msg(code, details))
+
+
+def format_err_event(data: dict[str, Any]) -> str:
+    """An error event as Qiskit Serverless shows it: message, code, exception, then details."""
+    text = f"\n| Message: {data.get('message')}\n| Code: {data.get('code')}\n| Exception: {data.get('exception')}"
+    args = data.get("args")
+    if args:
+        text += "\n| Details:"
+        if isinstance(args, dict):
+            for key, value in args.items():
+                text += f"\n|   - {key}: {value}"
+        else:
+            text += f" {args}"
+    return text

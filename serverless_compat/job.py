@@ -9,10 +9,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from flows import status as _status
-from serverless_compat.errors import QiskitServerlessException
+from serverless_compat.errors import QiskitServerlessException, format_err_event
 
 if TYPE_CHECKING:
     from serverless_compat.client import BaseClient
+
+
+@dataclass
+class JobEvent:
+    """An event recorded for a job (today: ``ERROR`` events from ``send_error`` or an uncaught error)."""
+
+    event_type: str
+    origin: Optional[str]
+    context: Optional[str]
+    created: Optional[str]
+    data: dict
+
+    @classmethod
+    def from_json(cls, data: dict) -> "JobEvent":
+        return cls(**{k: data.get(k) for k in ("event_type", "origin", "context", "created")},
+                   data=dict(data.get("data") or {}))
+
+
+EVENT_TYPES = ["ERROR"]
 
 
 @dataclass
@@ -77,10 +96,33 @@ class Job:
             if line and (exclude is None or not re.search(exclude, line))
         )
 
+    def provider_logs(self) -> str:
+        """A provider function's provider-logger lines (provider members only)."""
+        return self._job_service.provider_logs(self.job_id)
+
+    def events(self, type: Optional[str] = None) -> list[JobEvent]:
+        """The job's recorded events, optionally of one ``type`` (``"ERROR"``)."""
+        if type is not None and type not in EVENT_TYPES:
+            raise QiskitServerlessException(f"Type is not valid. Valid types: {EVENT_TYPES}")
+        events = [JobEvent.from_json(e) for e in self._job_service.events(self.job_id)]
+        return [e for e in events if type is None or e.event_type == type]
+
+    def runtime_jobs(self, runtime_session: Optional[str] = None) -> list[str]:
+        """Ids of the Qiskit Runtime jobs the program started (in ``runtime_session`` if given)."""
+        return [r["runtime_job"] for r in self._job_service.runtime_jobs(self.job_id)
+                if runtime_session is None or r.get("runtime_session") == runtime_session]
+
+    def runtime_sessions(self) -> list[str]:
+        return sorted({r["runtime_session"] for r in self._job_service.runtime_jobs(self.job_id)
+                       if r.get("runtime_session")})
+
     def error_message(self) -> str:
-        """For an ERROR job, why it failed (with the program's traceback); otherwise ``""``."""
+        """For an ERROR job, its error events in Qiskit Serverless's format (or why it crashed); else ``""``."""
         if self.status() != _status.ERROR:
             return ""
+        errors = self.events(type="ERROR")
+        if errors:
+            return "\n\n".join(format_err_event(e.data) for e in errors)
         return self._job_service.error_message(self.job_id)
 
     def wait(self, timeout: Optional[float] = None, poll: float = 0.2) -> str:
