@@ -120,6 +120,9 @@ def head_env() -> dict[str, str]:
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env.update(PYTHONPATH=os.pathsep.join(paths), RAY_USAGE_STATS_ENABLED="0")
+    # Each job's program is a new Ray driver, and Ray's workers belong to one driver: have the raylet start
+    # a driver's workers as soon as it connects, not when its first task arrives.
+    env.setdefault("RAY_enable_worker_prestart", "1")
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -184,14 +187,24 @@ def _ready(state: dict) -> bool:
     return started and _port_open(state["port"])
 
 
+def _log_tail(state: dict, lines: int = 15) -> str:
+    try:
+        with open(_log_file(), "rb") as log:
+            log.seek(state.get("log_offset", 0))
+            return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
 def _wait_ready(state: dict, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _ready(state):
         if not _alive(state.get("pid")):
+            tail = _log_tail(state)
             _cleanup(state)
             raise RayClusterError(
                 f"The local Ray head exited while starting; see {_log_file()}. "
-                f"Or use an existing cluster: set {ADDRESS_ENV}=ray://HOST:10001."
+                f"Or use an existing cluster: set {ADDRESS_ENV}=ray://HOST:10001. Its last output:\n{tail}"
             )
         if time.monotonic() > deadline:
             _cleanup(state)
