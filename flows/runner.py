@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 from collections import deque
 from pathlib import Path
@@ -71,13 +72,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path) -> dict[str, str]:
+def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: str) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ)
     env.update(spec_env)
     api_url = PREFECT_API_URL.value() or ""
-    pythonpath = [str(ALIAS_DIR), str(QSFLOW_ROOT)]
+    # qsflow's own interpreter finds the shim first; a dependency environment lists it last in its
+    # .pth (flows/environments.py), so a pinned qiskit-serverless there is the one imported.
+    pythonpath = [str(ALIAS_DIR), str(QSFLOW_ROOT)] if python == sys.executable else []
     if env.get("PYTHONPATH"):
         pythonpath.append(env["PYTHONPATH"])
     env.update(
@@ -168,7 +171,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     try:
         _unpack(store.read_bytes(f"{spec.store_dir}/{spec.version}/program.tar.gz"), work_dir)
         python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
-        env = _program_env(spec.env_vars, job_id, job_dir)
+        env = _program_env(spec.env_vars, job_id, job_dir, python)
         user = job_user(context.flow_run.tags)
         env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title, **record_paths(job_dir))
         env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
