@@ -41,6 +41,12 @@ _QSFLOW_ROOT = Path(__file__).resolve().parent.parent
 _ALIAS_DIR = _QSFLOW_ROOT / "serverless_compat" / "_alias"
 
 
+# Ray turns a node address of 127.0.0.1 into the machine's outward address (for multi-node clusters).
+# The local head is one node: this setting keeps it, and the drivers joining it, on 127.0.0.1. It must
+# be in the environment before ``import ray``.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 class RayClusterError(RuntimeError):
     """The local Ray head could not be started or reached; the message says where to look."""
 
@@ -124,6 +130,7 @@ def head_env() -> dict[str, str]:
     # a driver's workers as soon as it connects, not when its first task arrives.
     env.setdefault("RAY_enable_worker_prestart", "1")
     env.pop("RAY_ADDRESS", None)
+    env.update(LOOPBACK_ENV)
     return env
 
 

@@ -98,6 +98,10 @@ def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: s
 
     ray_address = job_ray_address()
     env.update(RAY_ADDRESS=ray_address, QSFLOW_RAY_ADDRESS=ray_address)
+    if ray_address.startswith("127.0.0.1:"):
+        from deployments.ray_cluster import LOOPBACK_ENV
+
+        env.update(LOOPBACK_ENV)  # the local head and its drivers stay on 127.0.0.1
     return env
 
 

@@ -22,7 +22,19 @@ def cluster_address() -> str:
 
 def connect() -> Any:
     """Import Ray and connect to the shared cluster unless this process already is connected; return ``ray``."""
+    from deployments.ray_cluster import LOOPBACK_ENV
+
+    address = cluster_address()
+    local_head = address.startswith("127.0.0.1:")
+    if local_head:
+        os.environ.update(LOOPBACK_ENV)  # read by Ray at import: keep this driver on 127.0.0.1
     import ray
+
+    if local_head:
+        # Ray was imported before (by the program itself): the same switch, as Ray reads it.
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
     if ray.is_initialized():
         return ray
@@ -31,7 +43,7 @@ def connect() -> Any:
             job_id = os.environ.get("QSFLOW_JOB_ID")
             job_config = ray.job_config.JobConfig(metadata={"qsflow_job_id": job_id}) if job_id else None
             ray.init(
-                address=cluster_address(),
+                address=address,
                 job_config=job_config,
                 log_to_driver=True,
                 logging_level="WARNING",
