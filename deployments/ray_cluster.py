@@ -27,8 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
+from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
 from deployments.settings import home
 
 ADDRESS_ENV = "QSFLOW_RAY_ADDRESS"
@@ -71,52 +72,10 @@ def _temp_dir() -> Path:
     return Path("/tmp") / f"qsflow-ray-{digest}"
 
 
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    with open(home() / "ray.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    with contextlib.suppress(OSError, IndexError):
-        # A zombie (exited, not yet reaped by whoever adopted it) is not alive.
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _read_state() -> dict:
-    try:
-        return json.loads(_state_file().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def head_env() -> dict[str, str]:
@@ -136,8 +95,8 @@ def head_env() -> dict[str, str]:
 
 def local_head_status() -> dict:
     """``{"address", "pid", "running": bool}`` of this home's local head (``running``: started and ready)."""
-    state = _read_state()
-    running = _alive(state.get("pid")) and bool(state.get("port")) and _ready(state)
+    state = read_state(_state_file())
+    running = alive(state.get("pid")) and bool(state.get("port")) and _ready(state)
     return {**state, "running": running}
 
 
@@ -146,9 +105,9 @@ def _head_command(port: int) -> list[str]:
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1", "--port", str(port),
-        "--ray-client-server-port", str(_free_port()),
-        "--dashboard-agent-listen-port", str(_free_port()),
-        "--dashboard-port", str(_free_port()),
+        "--ray-client-server-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--dashboard-port", str(free_port()),
         "--include-dashboard", "false", "--disable-usage-stats",
         "--num-cpus", num_cpus,
         "--object-store-memory", os.environ.get(OBJECT_STORE_ENV) or str(512 * 1024 * 1024),
@@ -168,7 +127,7 @@ def _head_command(port: int) -> list[str]:
 
 def _spawn_head() -> dict:
     """Start ``ray start --head --block`` detached and record it; does not wait for it to be ready."""
-    port = _free_port()
+    port = free_port()
     log_path = _log_file()
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
@@ -178,9 +137,7 @@ def _spawn_head() -> dict:
         )
     state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid,
              "temp_dir": str(_temp_dir()), "log_offset": offset}
-    tmp = _state_file().with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(_state_file())
+    write_state(_state_file(), state)
     return state
 
 
@@ -206,7 +163,7 @@ def _log_tail(state: dict, lines: int = 15) -> str:
 def _wait_ready(state: dict, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _ready(state):
-        if not _alive(state.get("pid")):
+        if not alive(state.get("pid")):
             tail = _log_tail(state)
             _cleanup(state)
             raise RayClusterError(
@@ -224,9 +181,9 @@ def _wait_ready(state: dict, timeout: float) -> None:
 
 def ensure_local_head(timeout: float = START_TIMEOUT) -> str:
     """Start this home's local Ray head unless it runs; wait until it is ready; return ``127.0.0.1:PORT``."""
-    with _lock():
-        state = _read_state()
-        if not _alive(state.get("pid")):
+    with home_lock("ray.lock"):
+        state = read_state(_state_file())
+        if not alive(state.get("pid")):
             _cleanup(state)
             state = _spawn_head()
         _wait_ready(state, timeout)
@@ -247,8 +204,8 @@ def prestart_local_head() -> None:
         except BlockingIOError:
             return  # another process is starting or stopping the head right now
         try:
-            state = _read_state()
-            if not _alive(state.get("pid")):
+            state = read_state(_state_file())
+            if not alive(state.get("pid")):
                 _cleanup(state)
                 _spawn_head()
         finally:
@@ -269,19 +226,6 @@ def address(start: bool = True) -> Optional[str]:
     return state["address"] if state["running"] else None
 
 
-def _terminate(pid: Optional[int], grace: float = 3.0) -> None:
-    # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def _session_pids(temp_dir: Optional[str]) -> list[int]:
     """Processes still running from a head's session (workers sit in their own process groups)."""
     if not temp_dir:
@@ -298,7 +242,8 @@ def _session_pids(temp_dir: Optional[str]) -> list[int]:
 
 
 def _cleanup(state: dict) -> None:
-    _terminate(state.get("pid"))
+    # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
+    terminate_group(state.get("pid"), grace=3.0)
     for pid in _session_pids(state.get("temp_dir")):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -309,8 +254,8 @@ def _cleanup(state: dict) -> None:
 
 def stop() -> bool:
     """Stop this home's local Ray head and everything it started; True if it was running."""
-    with _lock():
-        state = _read_state()
-        was_running = _alive(state.get("pid"))
+    with home_lock("ray.lock"):
+        state = read_state(_state_file())
+        was_running = alive(state.get("pid"))
         _cleanup(state)
         return was_running

@@ -9,10 +9,7 @@ process worker polling the ``qsflow`` work pool, both detached so later jobs reu
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
+from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
 from deployments.settings import WORK_POOL, home
 
 SERVER_START_TIMEOUT = float(os.environ.get("QSFLOW_SERVER_START_TIMEOUT", "120"))
@@ -29,33 +27,6 @@ SERVER_START_TIMEOUT = float(os.environ.get("QSFLOW_SERVER_START_TIMEOUT", "120"
 
 def _state_file() -> Path:
     return home() / "server.json"
-
-
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    """Serialise start/stop between processes sharing one qsflow home."""
-    with open(home() / "server.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours is not alive.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    return True
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -67,12 +38,6 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -80,19 +45,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _read_state() -> dict:
-    try:
-        return json.loads(_state_file().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _write_state(state: dict) -> None:
-    tmp = _state_file().with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(_state_file())
 
 
 def prefect_env(url: Optional[str] = None) -> dict[str, str]:
@@ -127,18 +79,18 @@ def _spawn(args: list[str], log_name: str, env: dict[str, str]) -> int:
 
 def status() -> dict:
     """What runs now: ``{"url", "server_pid", "worker_pid", "server": bool, "worker": bool}``."""
-    state = _read_state()
+    state = read_state(_state_file())
     url = state.get("url")
     return {
         **state,
-        "server": bool(url) and _alive(state.get("server_pid")) and healthy(url),
-        "worker": _alive(state.get("worker_pid")),
+        "server": bool(url) and alive(state.get("server_pid")) and healthy(url),
+        "worker": alive(state.get("worker_pid")),
     }
 
 
 def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
     """Start the embedded server and worker unless they already run; return the API URL."""
-    with _lock():
+    with home_lock("server.lock"):
         state = status()
         if not state["server"]:
             state = _start_server(state, timeout)
@@ -150,7 +102,7 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
                 "worker.log", prefect_env(state["url"]),
             )
             state["worker"] = True
-        _write_state({k: state[k] for k in ("url", "port", "server_pid", "worker_pid")})
+        write_state(_state_file(), {k: state[k] for k in ("url", "port", "server_pid", "worker_pid")})
     # Jobs' distributed tasks use one local Ray head; begin starting it now so it is warm by the first job.
     from deployments import ray_cluster
 
@@ -159,11 +111,11 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
 
 
 def _start_server(state: dict, timeout: float) -> dict:
-    _terminate(state.get("worker_pid"))
-    _terminate(state.get("server_pid"))
+    terminate_group(state.get("worker_pid"), grace=10.0)
+    terminate_group(state.get("server_pid"), grace=10.0)
     port = state.get("port")
     if not port or not _port_free(port):
-        port = _free_port()
+        port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     pid = _spawn(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
@@ -172,14 +124,14 @@ def _start_server(state: dict, timeout: float) -> dict:
     )
     deadline = time.monotonic() + timeout
     while not healthy(url, timeout=1.0):
-        if not _alive(pid):
+        if not alive(pid):
             raise RuntimeError(
                 f"The embedded Prefect server exited while starting; see {home() / 'server.log'}. "
                 "Fix the error shown there, or point the client at a running server with "
                 "ServerlessClient(host='http://HOST:PORT/api')."
             )
         if time.monotonic() > deadline:
-            _terminate(pid)
+            terminate_group(pid, grace=10.0)
             raise TimeoutError(
                 f"The embedded Prefect server did not answer on {url} within {timeout:.0f} s; "
                 f"see {home() / 'server.log'}. Raise QSFLOW_SERVER_START_TIMEOUT on a slow machine."
@@ -199,26 +151,13 @@ def _ensure_work_pool(url: str) -> None:
             client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
 
 
-def _terminate(pid: Optional[int], grace: float = 10.0) -> None:
-    """Stop a process group we started: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def stop() -> bool:
     """Stop the embedded worker and server; True if anything was running."""
-    with _lock():
-        state = _read_state()
-        was_running = _alive(state.get("worker_pid")) or _alive(state.get("server_pid"))
-        _terminate(state.get("worker_pid"))
-        _terminate(state.get("server_pid"))
+    with home_lock("server.lock"):
+        state = read_state(_state_file())
+        was_running = alive(state.get("worker_pid")) or alive(state.get("server_pid"))
+        terminate_group(state.get("worker_pid"), grace=10.0)
+        terminate_group(state.get("server_pid"), grace=10.0)
         _state_file().unlink(missing_ok=True)
     from deployments import ray_cluster
 

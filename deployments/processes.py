@@ -1,0 +1,79 @@
+"""Small process helpers shared by the services qsflow starts itself (Prefect server, worker, Ray head)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+from deployments.settings import home
+
+
+@contextlib.contextmanager
+def home_lock(name: str) -> Iterator[None]:
+    """An exclusive lock on ``<qsflow home>/<name>``, shared by every process using that home."""
+    with open(home() / name, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alive(pid: Optional[int]) -> bool:
+    """True while process ``pid`` runs (a zombie, or a reaped child of ours, is not running)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def terminate_group(pid: Optional[int], grace: float) -> None:
+    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if not alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Replace ``path`` with ``state`` as JSON, atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
