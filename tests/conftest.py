@@ -6,8 +6,10 @@ server (started by the first ``ServerlessClient()``) is the tests' own; it is st
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -49,3 +51,22 @@ def prefect(client):
 
     with prefect_api(client.host) as api:
         yield api
+
+
+def make_tar(path: Path, payload: bytes = b"hello", compressed: bool = False) -> Path:
+    """A tar (gzip-compressed if asked) holding ``payload.txt``."""
+    with tarfile.open(path, "w:gz" if compressed else "w") as tar:
+        info = tarfile.TarInfo("payload.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def make_h5(path: Path, size: int = 10) -> Path:
+    """An HDF5 file holding ``values`` = 0..size-1."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as handle:
+        handle["values"] = np.arange(size)
+    return path

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 from prefect.filesystems import LocalFileSystem
 
@@ -19,23 +15,9 @@ from deployments.access import Forbidden, Principal
 from flows.data_mounts import mount_namespaces_available
 from serverless_compat import QiskitFunction, QiskitServerlessException
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, make_h5, make_tar
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
-
-
-def _tar(path: Path, payload: bytes = b"hello", compressed: bool = False) -> Path:
-    with tarfile.open(path, "w:gz" if compressed else "w") as tar:
-        info = tarfile.TarInfo("payload.txt")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
-def _h5(path: Path) -> Path:
-    with h5py.File(path, "w") as handle:
-        handle["values"] = np.arange(10)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +35,9 @@ def reader_fn(client):
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "h5", "txt"])
 def test_round_trip(client, data_fn, tmp_path, kind):
     source = {
-        "tar": lambda: _tar(tmp_path / "plain.tar", b"plain"),
-        "tar.gz": lambda: _tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
-        "h5": lambda: _h5(tmp_path / "values.h5"),
+        "tar": lambda: make_tar(tmp_path / "plain.tar", b"plain"),
+        "tar.gz": lambda: make_tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
+        "h5": lambda: make_h5(tmp_path / "values.h5"),
         "txt": lambda: (tmp_path / "notes.txt").write_text("some notes\n") and tmp_path / "notes.txt",
     }[kind]()
     message = json.loads(client.file_upload(str(source), data_fn))
@@ -71,7 +53,7 @@ def test_round_trip(client, data_fn, tmp_path, kind):
 
 
 def test_user_space_is_shared_by_the_users_functions(client, data_fn, reader_fn, tmp_path):
-    _tar(tmp_path / "shared.tar")
+    make_tar(tmp_path / "shared.tar")
     client.file_upload(str(tmp_path / "shared.tar"), data_fn)
     assert "shared.tar" in client.files(reader_fn)
     assert "shared.tar" in client.files()  # the seed's files() with no function
@@ -90,7 +72,7 @@ def test_bad_names_are_refused(client, data_fn, name, tmp_path):
 
 
 def test_upload_name_with_control_character_is_refused(client, data_fn, tmp_path):
-    bad = _tar(tmp_path / "tab\there.tar")
+    bad = make_tar(tmp_path / "tab\there.tar")
     with pytest.raises(QiskitServerlessException, match="control characters"):
         client.file_upload(str(bad), data_fn)
     assert bad.name not in client.files(data_fn)
@@ -117,8 +99,8 @@ def test_png_error_names_what_the_content_is(client, data_fn, tmp_path):
 def test_strict_seed_mode_accepts_tar_and_h5_only(tmp_path):
     store = QsflowStore(filesystem=LocalFileSystem(basepath=str(tmp_path / "store")), allowed_types=["tar", "h5"])
     scope = data_files.user_scope(Principal("strict"), None)
-    data_files.upload(store, scope, _tar(tmp_path / "ok.tar"))
-    data_files.upload(store, scope, _h5(tmp_path / "ok.h5"))
+    data_files.upload(store, scope, make_tar(tmp_path / "ok.tar"))
+    data_files.upload(store, scope, make_h5(tmp_path / "ok.h5"))
     (tmp_path / "data.json").write_text("{}")
     with pytest.raises(ValueError, match="Allowed types: tar, h5"):
         data_files.upload(store, scope, tmp_path / "data.json")
@@ -128,12 +110,12 @@ def test_strict_seed_mode_accepts_tar_and_h5_only(tmp_path):
 def test_scopes_are_isolated(tmp_path):
     store = QsflowStore(filesystem=LocalFileSystem(basepath=str(tmp_path / "store")))
     alice, bob = Principal("alice", frozenset({"acme"})), Principal("bob", frozenset())
-    data_files.upload(store, data_files.user_scope(alice, None), _tar(tmp_path / "a.tar"))
+    data_files.upload(store, data_files.user_scope(alice, None), make_tar(tmp_path / "a.tar"))
     assert data_files.list_files(store, data_files.user_scope(bob, None)) == []
     # A provider function's user space is separate from the user's own space ...
     assert data_files.list_files(store, data_files.user_scope(alice, "acme/fn")) == []
     # ... and from the provider space, which only members reach.
-    data_files.upload(store, data_files.provider_scope(alice, "acme/fn"), _tar(tmp_path / "p.tar"))
+    data_files.upload(store, data_files.provider_scope(alice, "acme/fn"), make_tar(tmp_path / "p.tar"))
     assert data_files.list_files(store, data_files.user_scope(alice, "acme/fn")) == []
     with pytest.raises(Forbidden, match="don't have access"):
         data_files.provider_scope(bob, "acme/fn")
@@ -167,7 +149,7 @@ def test_programs_share_literal_data_and_the_client_downloads(client, data_fn, r
     path = client.file_download("shout.txt", reader_fn, download_location=str(tmp_path))
     assert Path(path).read_text() == "WRITTEN BY A JOB"
     # Client upload -> program reads.
-    _tar(tmp_path / "from_client.tar", b"from the client")
+    make_tar(tmp_path / "from_client.tar", b"from the client")
     client.file_upload(str(tmp_path / "from_client.tar"), reader_fn)
     assert reader_fn.run(read="from_client.tar").result(cadence=1)["payload"] == "from the client"
     # The mount is the job's alone.
@@ -192,7 +174,7 @@ def test_provider_function_reads_function_data(client, tmp_path):
 def test_uploads_and_deletes_emit_events(client, prefect, data_fn, tmp_path):
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    _tar(tmp_path / "evented.tar")
+    make_tar(tmp_path / "evented.tar")
     client.file_upload(str(tmp_path / "evented.tar"), data_fn)
     client.file_delete("evented.tar", data_fn)
     deadline = time.monotonic() + 60

@@ -5,12 +5,8 @@ S3 tests run moto's S3-compatible HTTP server on 127.0.0.1 and talk to it throug
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 from prefect.filesystems import RemoteFileSystem
@@ -21,6 +17,8 @@ from blocks.storage import QsflowStore
 from deployments import data_files
 from deployments.access import Principal
 from flows.data_mounts import job_data
+
+from conftest import make_h5, make_tar
 
 
 class TestQsflowStoreIsAStandardBlock(BlockStandardTestSuite):
@@ -49,20 +47,6 @@ def s3_store():
         server.stop()
 
 
-def _tar(path: Path, payload: bytes, compressed: bool = False) -> Path:
-    with tarfile.open(path, "w:gz" if compressed else "w") as tar:
-        info = tarfile.TarInfo("payload.txt")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
-def _h5(path: Path) -> Path:
-    with h5py.File(path, "w") as handle:
-        handle["values"] = np.arange(100)
-    return path
-
-
 def test_credentials_are_secret_in_the_block(s3_store):
     dumped = s3_store.model_dump(mode="json")
     assert "testing" not in str(dumped["secret_settings"])
@@ -72,9 +56,9 @@ def test_credentials_are_secret_in_the_block(s3_store):
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "h5", "txt"])
 def test_s3_round_trip(s3_store, tmp_path, kind):
     source = {
-        "tar": lambda: _tar(tmp_path / "plain.tar", b"plain"),
-        "tar.gz": lambda: _tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
-        "h5": lambda: _h5(tmp_path / "values.h5"),
+        "tar": lambda: make_tar(tmp_path / "plain.tar", b"plain"),
+        "tar.gz": lambda: make_tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
+        "h5": lambda: make_h5(tmp_path / "values.h5"),
         "txt": lambda: (tmp_path / "notes.txt").write_text("notes\n") and tmp_path / "notes.txt",
     }[kind]()
     scope = data_files.user_scope(Principal("s3user"), None)
@@ -100,7 +84,7 @@ def test_s3_staging_round_trip(s3_store, tmp_path):
     """A job on an S3 store sees the scope's files locally; what it writes is uploaded after."""
     principal = Principal("stager")
     scope = data_files.user_scope(principal, None)
-    data_files.upload(s3_store, scope, _tar(tmp_path / "input.tar", b"input"))
+    data_files.upload(s3_store, scope, make_tar(tmp_path / "input.tar", b"input"))
     job_dir = tmp_path / "job"
     lines: list[str] = []
     with job_data(s3_store, "stager", "plain-function", job_dir, lines.append) as data:
