@@ -5,12 +5,18 @@ task's Ray ``ObjectRef`` at once (so ``ray.get``/``ray.wait``/``ray.cancel`` wor
 refs and re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
 ``get_refs_by_status`` splits refs into finished and pending. Inside a job each call is also recorded as a
 Prefect task run of the job's flow run, tagged with its resources (see :mod:`tasks.task_events`).
+
+Two engines run the calls (docs/distribute.md): ``direct`` (the default, above) and ``prefect-ray``, the design
+card's Prefect tasks on prefect-ray's ``RayTaskRunner`` (:mod:`tasks.prefect_ray_engine`), chosen with
+``@distribute_task(engine="prefect-ray")`` or ``QSFLOW_TASK_ENGINE=prefect-ray``. This module only dispatches.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
+import sys
 import threading
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union, overload
 
@@ -20,14 +26,33 @@ from tasks.task_events import event_log
 
 R = TypeVar("R")
 
+ENGINE_ENV = "QSFLOW_TASK_ENGINE"
+DIRECT, PREFECT_RAY = "direct", "prefect-ray"
+ENGINES = (DIRECT, PREFECT_RAY)
+
+
+def check_engine(engine: Optional[str], source: str = "engine") -> Optional[str]:
+    """``engine`` if it names an engine (or is None/empty: not chosen here); else a ValueError naming the valid ones."""
+    if engine and engine not in ENGINES:
+        raise ValueError(f"Unknown distribute_task {source} {engine!r}; valid engines: "
+                         + ", ".join(repr(e) for e in ENGINES) + ".")
+    return engine or None
+
+
+def selected_engine(explicit: Optional[str] = None) -> str:
+    """The engine for a call: the decorator's ``engine=``, else ``QSFLOW_TASK_ENGINE``, else ``direct``."""
+    return explicit or check_engine(os.environ.get(ENGINE_ENV), ENGINE_ENV) or DIRECT
+
 
 class DistributedTask(Generic[R]):
     """A function that runs as a Ray task with ``target``'s resources each time it is called."""
 
-    def __init__(self, fn: Callable[..., R], target: Target) -> None:
+    def __init__(self, fn: Callable[..., R], target: Target, engine: Optional[str] = None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.target = target
+        self.engine = check_engine(engine)
+        self._prefect_task: Any = None
         self.key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         self._remote: Any = None
         self._lock = threading.Lock()
@@ -36,7 +61,7 @@ class DistributedTask(Generic[R]):
 
     def __reduce__(self) -> tuple:
         # Ray ships functions that call other distributed tasks; rebuild the wrapper on the other side.
-        return (DistributedTask, (self.fn, self.target))
+        return (DistributedTask, (self.fn, self.target, self.engine))
 
     def _remote_function(self) -> Any:
         if self._remote is None:
@@ -57,6 +82,14 @@ class DistributedTask(Generic[R]):
         self._checked = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if selected_engine(self.engine) == PREFECT_RAY:
+            from tasks import prefect_ray_engine
+
+            if prefect_ray_engine.in_job():  # outside a job: the direct engine (no flow run to attach to)
+                self._check()
+                if self._prefect_task is None:
+                    self._prefect_task = prefect_ray_engine.prefect_task(self)
+                return prefect_ray_engine.submit(self, self._prefect_task, args, kwargs)
         remote = self._remote_function()
         self._check()
         ref = remote.remote(*args, **kwargs)
@@ -67,22 +100,25 @@ class DistributedTask(Generic[R]):
         return ref
 
     def __repr__(self) -> str:
-        return f"<distributed task {self.key} target={self.target}>"
+        engine = f" engine={self.engine}" if self.engine else ""
+        return f"<distributed task {self.key} target={self.target}{engine}>"
 
 
-def distribute_task(target: TargetLike = None) -> Callable[[Callable[..., R]], DistributedTask[R]]:
+def distribute_task(target: TargetLike = None,
+                    engine: Optional[str] = None) -> Callable[[Callable[..., R]], DistributedTask[R]]:
     """Decorator: calls of the function run as Ray tasks with ``target`` (a dict or Target; default 1 CPU).
 
     ``@distribute_task(target={"cpu": 0.5, "mem": 2 * 1024**3})``; calling the function returns a reference at
     once, to pass to ``get``. A target no node of the cluster can hold raises ``UnsatisfiableTargetError`` at the
-    first call.
+    first call. ``engine`` is ``"direct"`` or ``"prefect-ray"`` (default: ``QSFLOW_TASK_ENGINE``, else direct).
     """
     resolved = as_target(target)
+    check_engine(engine)
 
     def decorator(fn: Callable[..., R]) -> DistributedTask[R]:
         if not callable(fn):
             raise TypeError("distribute_task(...) decorates a function: use @distribute_task(target={...}).")
-        return DistributedTask(fn, resolved)
+        return DistributedTask(fn, resolved, engine)
 
     return decorator
 
@@ -107,10 +143,25 @@ def get(object_refs: Union[Any, Sequence[Any]], *, timeout: Optional[float] = No
     """
     ray = ray_connection.connect()
     refs = list(object_refs) if isinstance(object_refs, (list, tuple)) else object_refs
+    engine = _futures_engine(refs)
     try:
-        return ray.get(refs, timeout=timeout)
+        if engine is None:
+            return ray.get(refs, timeout=timeout)
+        if not isinstance(refs, list):
+            return engine.value(refs, ray.get(engine.ray_ref(refs), timeout=timeout))
+        fetched = ray.get([engine.ray_ref(r) for r in refs], timeout=timeout)
+        return [engine.value(r, v) for r, v in zip(refs, fetched)]
     except ray.exceptions.RayTaskError as error:
         _raise_original(error)
+
+
+def _futures_engine(refs: Any) -> Any:
+    """The prefect-ray engine module when ``refs`` holds any of its futures (it is imported only if used)."""
+    engine = sys.modules.get("tasks.prefect_ray_engine")
+    if engine is None:
+        return None
+    items = refs if isinstance(refs, list) else [refs]
+    return engine if any(engine.is_future(r) for r in items) else None
 
 
 def put(value: Any, **kwargs: Any) -> Any:
@@ -129,7 +180,10 @@ def get_refs_by_status(object_refs: Sequence[Any], *, timeout: Optional[float] =
     if not refs:
         return [], []
     ray = ray_connection.connect()
-    ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+    engine = _futures_engine(refs)
+    ray_refs = [engine.ray_ref(r) for r in refs] if engine else refs
+    ray.wait(ray_refs, num_returns=1, timeout=timeout, fetch_local=False)
+    ready, _ = ray.wait(ray_refs, num_returns=len(ray_refs), timeout=0, fetch_local=False)
     done = set(ready)
-    return [r for r in refs if r in done], [r for r in refs if r not in done]
+    return ([r for r, x in zip(refs, ray_refs) if x in done],
+            [r for r, x in zip(refs, ray_refs) if x not in done])

@@ -1,0 +1,145 @@
+"""The ``prefect-ray`` engine of ``distribute_task``: each call is a Prefect task run by prefect-ray's ``RayTaskRunner``.
+
+This is the design card's engine. Inside a job (the program's process, ``QSFLOW_JOB_ID`` set by the runner) the
+first call builds, once per process:
+
+* the job's flow run, read from the Prefect API by its id (its parameters dropped: the job's arguments need not
+  travel with every task);
+* a ``prefect_ray.RayTaskRunner`` on the shared Ray cluster (this process is connected first by
+  :mod:`tasks.ray_connection`, so the runner reuses that connection and never starts or stops Ray);
+* a ``FlowRunContext`` holding both, so that submitted tasks become task runs of the job's flow run.
+
+Each decorated function becomes one Prefect ``task`` (named after the function, tagged with its resources like the
+direct engine's task runs plus ``engine:prefect-ray``, no result persistence, no caching). Each call submits it
+inside ``prefect_ray.context.remote_options(...)`` carrying the target's Ray options (``num_cpus``, ``num_gpus``,
+``memory``, ``resources``, ``runtime_env``), and returns prefect-ray's ``PrefectRayFuture``: a PrefectFuture whose
+``wrapped_future`` is the Ray ``ObjectRef`` of the task's final Prefect state. ``tasks.distributed.get``,
+``get_refs_by_status`` and Ray-level waiting work on it through :func:`ray_ref` and :func:`value`.
+
+Prefect's task engine runs inside the Ray worker and records the task run itself (through Prefect's events), so
+the runner's event-file recorder (:mod:`tasks.task_runs`) does not see these calls and records nothing twice.
+
+Outside a job there is no flow run to attach to: :func:`in_job` is False and ``distribute_task`` uses the direct
+engine (no Prefect server needed, nothing recorded), as documented in docs/distribute.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Optional
+from uuid import UUID
+
+from prefect import Flow, Task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.results import ResultStore
+from prefect.states import State
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect.utilities.callables import get_call_parameters
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+from prefect_ray.task_runners import PrefectRayFuture
+
+from tasks import ray_connection
+
+if TYPE_CHECKING:
+    from tasks.distributed import DistributedTask
+
+JOB_ID_ENV = "QSFLOW_JOB_ID"
+ENGINE_TAG = "engine:prefect-ray"
+
+_lock = threading.Lock()
+_context: Optional[FlowRunContext] = None
+_context_job: Optional[str] = None
+
+
+def _job_flow() -> None:
+    """Stands for the job's flow in the task runs' context; never called (the runner flow runs the job)."""
+
+
+def in_job() -> bool:
+    """True in a job's program: its distributed calls can become task runs of the job's flow run."""
+    return bool(os.environ.get(JOB_ID_ENV))
+
+
+def job_context() -> FlowRunContext:
+    """The job's flow-run context with a started ``RayTaskRunner`` (built on first use, then reused)."""
+    global _context, _context_job
+    job_id = os.environ[JOB_ID_ENV]
+    if _context is not None and _context_job == job_id:
+        return _context
+    with _lock:
+        if _context is None or _context_job != job_id:
+            _context = _build_context(job_id)
+            _context_job = job_id
+    return _context
+
+
+def _build_context(job_id: str) -> FlowRunContext:
+    from prefect.client.orchestration import get_client
+
+    ray_connection.connect()  # our connection (job metadata, loopback); the task runner then reuses it
+    client = get_client(sync_client=True)
+    client.__enter__()  # kept open for the life of the program, like a flow run's client
+    try:
+        flow_run = client.read_flow_run(UUID(job_id))
+    except Exception as error:
+        raise RuntimeError(
+            f"distribute_task(engine='prefect-ray') could not read the job's flow run {job_id} from the Prefect "
+            f"API at {os.environ.get('PREFECT_API_URL') or 'the default'}: {error}"
+        ) from error
+    flow_run = flow_run.model_copy(update={"parameters": {}})  # not shipped with every task
+    runner = RayTaskRunner(address=ray_connection.cluster_address())
+    runner.__enter__()  # Ray is initialized already: the runner neither starts nor later stops it
+    flow = Flow(fn=_job_flow, name="qsflow-job", task_runner=runner, persist_result=False)
+    return FlowRunContext(
+        flow=flow, flow_run=flow_run, client=client, task_runner=runner, parameters={},
+        result_store=ResultStore(), persist_result=False,
+    )
+
+
+def prefect_task(distributed: "DistributedTask[Any]") -> Task:
+    """The Prefect task standing for ``distributed``'s function (one per decorated function)."""
+    fn = distributed.fn
+    return Task(
+        fn=fn,
+        name=getattr(fn, "__name__", "distributed"),
+        tags=[*distributed.target.tags(), ENGINE_TAG],
+        persist_result=False,
+        cache_policy=NO_CACHE,
+    )
+
+
+def submit(distributed: "DistributedTask[Any]", task: Task, args: tuple, kwargs: dict) -> PrefectRayFuture:
+    """Submit one call as a task run of the job's flow run with the target's Ray options."""
+    context = job_context()
+    # What Task.submit does, without its own keywords (return_state, wait_for) shadowing the function's.
+    parameters = get_call_parameters(task.fn, args, kwargs)
+    with context.model_copy(), remote_options(**distributed.target.ray_options()):
+        return context.task_runner.submit(task, parameters)
+
+
+def is_future(ref: Any) -> bool:
+    """True for the refs this engine returns (prefect-ray's futures)."""
+    return isinstance(ref, PrefectRayFuture)
+
+
+def ray_ref(ref: Any) -> Any:
+    """The Ray ``ObjectRef`` behind a ref of either engine (for ``ray.get``/``ray.wait``)."""
+    return ref.wrapped_future if isinstance(ref, PrefectRayFuture) else ref
+
+
+def value(ref: Any, fetched: Any) -> Any:
+    """The task's value from what Ray returned for ``ray_ref(ref)``; a failed task raises its exception.
+
+    For a prefect-ray future Ray returns the task run's final Prefect state; its result is the value, and a
+    Failed state raises the exception the task raised, with its original type and message.
+    """
+    if not isinstance(ref, PrefectRayFuture) or not isinstance(fetched, State):
+        return fetched
+    result = fetched.result(raise_on_failure=True)
+    if asyncio.iscoroutine(result):
+        result = run_coro_as_sync(result)
+    return result
