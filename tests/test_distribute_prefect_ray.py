@@ -1,0 +1,140 @@
+"""The prefect-ray engine of distribute_task: Prefect tasks on prefect-ray's RayTaskRunner, on a real 2-CPU local
+Ray head and the session's real Prefect server.
+
+The module starts its own local head (2 CPUs, 2 ``qsflow_widget``) and stops it at the end, like
+tests/test_distribute.py. The job's program is tests/programs/prefect_ray_tasks/main.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import PROGRAMS
+from serverless_compat import QiskitFunction, distribute_task, get
+from tasks.distributed import ENGINE_ENV, selected_engine
+
+HEAD_ENV = {"QSFLOW_RAY_NUM_CPUS": "2", "QSFLOW_RAY_RESOURCES": '{"qsflow_widget": 2}'}
+TASKS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_head(qsflow_home: Path) -> Any:
+    """A fresh local head with known capacity, this process connected to it; all stopped at module end."""
+    from deployments import ray_cluster
+    from tasks import ray_connection
+
+    saved = {key: os.environ.get(key) for key in HEAD_ENV}
+    os.environ.update(HEAD_ENV)
+    ray_cluster.stop()  # a head started earlier in the session may have other capacity
+    ray_cluster.ensure_local_head()
+    ray = ray_connection.connect()
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        yield ray_cluster.local_head_status()
+    finally:
+        ray.shutdown()
+        ray_connection.reset()
+        ray_cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# --- choosing the engine, no job ------------------------------------------------------------------------
+
+def test_unknown_engines_are_refused_naming_the_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="Unknown distribute_task engine 'dask'; valid engines: 'direct', "
+                                         "'prefect-ray'"):
+        distribute_task(engine="dask")
+
+    @distribute_task(target={"cpu": 0.5})
+    def one() -> int:
+        return 1
+
+    monkeypatch.setenv(ENGINE_ENV, "prefect_ray")
+    with pytest.raises(ValueError, match=f"Unknown distribute_task {ENGINE_ENV} 'prefect_ray'; valid engines"):
+        one()
+    monkeypatch.setenv(ENGINE_ENV, "prefect-ray")
+    assert selected_engine() == "prefect-ray" and selected_engine("direct") == "direct"
+    monkeypatch.delenv(ENGINE_ENV)
+    assert selected_engine() == "direct"
+
+
+def test_outside_a_job_the_prefect_ray_engine_runs_tasks_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.delenv("QSFLOW_JOB_ID", raising=False)
+
+    @distribute_task(target={"cpu": 0.5}, engine="prefect-ray")
+    def double(x: int) -> int:
+        return 2 * x
+
+    ref = double(21)
+    assert isinstance(ref, ray.ObjectRef)  # no flow run to attach to: a plain Ray task, nothing recorded
+    assert get(ref) == 42
+
+
+# --- inside a job ------------------------------------------------------------------------------------
+
+def _final_task_runs(prefect: Any, job_id: str, expected: int, timeout: float = 90) -> list:
+    """The job's task runs once ``expected`` of them are final (they arrive through Prefect's events)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[job_id])))
+        final = [r for r in runs if r.state_type and r.state_type.value in {"COMPLETED", "FAILED", "CRASHED"}]
+        if len(final) >= expected:
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(final)} of {len(runs)} task runs final, wanted {expected}: "
+                                 f"{[(r.name, r.state_name) for r in runs]}")
+        time.sleep(0.5)
+
+
+def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> None:
+    function = client.upload(QiskitFunction(
+        title="prefect-ray-tasks", entrypoint="main.py", working_dir=str(PROGRAMS / "prefect_ray_tasks"),
+        env_vars={ENGINE_ENV: "prefect-ray"},  # cube() has no engine= and takes it from here
+    ))
+    started = time.monotonic()
+    job = function.run(tasks=TASKS)
+    result = job.result(cadence=1)
+    print(f"job done in {time.monotonic() - started:.1f} s; first batch of {TASKS} tasks "
+          f"{result['first_batch_s']:.1f} s")
+
+    # values, refs, errors and resources, as the program saw them
+    assert result["ref_type"] == "PrefectRayFuture" and result["cube_ref_type"] == "PrefectRayFuture"
+    assert result["squares"] == [i * i for i in range(TASKS)]
+    assert result["total_of_put"] == 46 and result["total_of_future"] == 12
+    assert result["error"] == ["Unlucky", "13 is unlucky"]
+    assert result["cubes"] == [0, 1, 8] and result["plain"] == 2
+    assert result["assigned"] == {"CPU": 0.5, "memory": 64 * 1024 * 1024, "qsflow_widget": 1.0}
+
+    # every call is one task run of the job's flow run: the engine's own, or (plain) the runner's, never both
+    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1}
+    runs = _final_task_runs(prefect, job.job_id, expected=sum(functions.values()))
+    assert all(str(r.flow_run_id) == job.job_id for r in runs)
+    by_function = Counter(r.name.rsplit("-", 1)[0] for r in runs)
+    assert by_function == functions, [r.name for r in runs]
+
+    engine_runs = [r for r in runs if not r.name.startswith("plain")]
+    assert all({"distributed", "cpu:0.5", "gpu:0", "engine:prefect-ray"} <= set(r.tags) for r in engine_runs)
+    (assigned,) = [r for r in runs if r.name.startswith("assigned")]
+    assert {f"mem:{64 * 1024 * 1024}", "resource:qsflow_widget=1"} <= set(assigned.tags)
+    (plain,) = [r for r in runs if r.name.startswith("plain")]
+    assert "engine:prefect-ray" not in plain.tags and plain.state_type.value == "COMPLETED"
+
+    (failed,) = [r for r in runs if r.state_type.value != "COMPLETED"]
+    assert failed.name.startswith("unlucky") and failed.state_type.value == "FAILED"
+    assert "13 is unlucky" in (failed.state.message or "")
+    assert all(r.start_time is not None and r.end_time is not None for r in runs)
