@@ -77,7 +77,7 @@ def python_for(dependencies: list[str], log: Callable[[str], None]) -> str:
         uv = _uv()
         try:
             _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], log)
-            _run([uv, "pip", "install", "--python", str(python), *dependencies], log)
+            _run([uv, "pip", "install", "--compile-bytecode", "--python", str(python), *dependencies], log)
         except DependencyInstallError:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
