@@ -1,6 +1,7 @@
 """Benchmark distribute_task against raw Ray, on one warm local Ray head (not a test).
 
     python bench/distribute.py [--tasks 200] [--circuits 32] [--no-job] [--stock]
+    python bench/distribute.py --prefect-ray [--tasks 50]
 
 Prints, in one run:
   * per-task cost of 200 trivial tasks in flight (cpu=0.5): raw ``ray.remote`` vs ``distribute_task`` in a
@@ -9,7 +10,10 @@ Prints, in one run:
   * in a fresh job on the embedded server (unless --no-job): the first batch of 50 tasks, measured in the
     program from the first call to the last result, the warm per-task ratio inside the job, and how many
     Prefect task runs the runner recorded for it;
-  * with --stock: prefect-ray's own RayTaskRunner (Prefect's task engine in each Ray worker) for comparison.
+  * with --stock: prefect-ray's own RayTaskRunner (Prefect's task engine in each Ray worker) for comparison;
+  * with --prefect-ray (only this): in one fresh job, the first batch of 20 tasks on the prefect-ray engine, then
+    per task, warm, in the same program: raw ``ray.remote`` vs the direct engine vs the prefect-ray engine (and
+    how much of it the program spends submitting), and the task runs recorded for each engine.
 
 Uses QSFLOW_HOME (default: a fresh temporary home, removed at the end, with its server and head stopped).
 """
@@ -59,6 +63,50 @@ JOB_PROGRAM = textwrap.dedent('''
     raw = best(lambda: [raw_square.remote(i) for i in range(n)])
     distributed = best(lambda: [square(i) for i in range(n)])
     save_result({"first_batch_s": first_batch, "raw_ms": raw * 1e3, "distributed_ms": distributed * 1e3})
+''')
+
+
+ENGINE_PROGRAM = textwrap.dedent('''
+    import time
+    import ray
+    from qiskit_serverless import distribute_task, get, get_arguments, save_result
+
+    @distribute_task(target={"cpu": 0.5}, engine="prefect-ray")
+    def square(x):
+        return x * x
+
+    @distribute_task(target={"cpu": 0.5}, engine="direct")
+    def direct_square(x):
+        return x * x
+
+    @ray.remote(num_cpus=0.5)
+    def raw_square(x):
+        return x * x
+
+    arguments = get_arguments()
+    n, first, reps = arguments["tasks"], arguments["first"], arguments["reps"]
+    start = time.perf_counter()
+    get([square(i) for i in range(first)])
+    first_batch = time.perf_counter() - start
+
+    def best(call, fetch):
+        total = submit = float("inf")
+        for _ in range(reps):
+            start = time.perf_counter()
+            refs = [call(i) for i in range(n)]
+            submitted = time.perf_counter()
+            fetch(refs)
+            end = time.perf_counter()
+            total, submit = min(total, end - start), min(submit, submitted - start)
+        return total / n * 1e3, submit / n * 1e3
+
+    ray.get([raw_square.remote(i) for i in range(n)])
+    get([direct_square(i) for i in range(n)])
+    raw, _ = best(raw_square.remote, ray.get)
+    direct, _ = best(direct_square, get)
+    prefect_ray, submit = best(square, get)
+    save_result({"first_batch_s": first_batch, "raw_ms": raw, "direct_ms": direct, "prefect_ray_ms": prefect_ray,
+                 "prefect_ray_submit_ms": submit})
 ''')
 
 
@@ -178,6 +226,53 @@ def bench_job(client: Any, tasks: int) -> None:
           f"per task ({ratio:.1f}x); task runs recorded: {len(runs)} of {expected}")
 
 
+def _all_task_runs(api: Any, job_id: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs: list = []
+    while True:  # the API pages at 200
+        page = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[job_id])),
+                                  limit=200, offset=len(runs))
+        runs += page
+        if len(page) < 200:
+            return runs
+
+
+def bench_prefect_ray(client: Any, tasks: int, first: int = 20, reps: int = 2) -> None:
+    """The prefect-ray engine against raw Ray and the direct engine, in one fresh job on the same warm head."""
+    from deployments.connection import prefect_api
+    from serverless_compat import QiskitFunction
+
+    with tempfile.TemporaryDirectory() as program_dir:
+        Path(program_dir, "bench_engines.py").write_text(ENGINE_PROGRAM)
+        function = client.upload(QiskitFunction(title="bench-engines", entrypoint="bench_engines.py",
+                                                working_dir=program_dir))
+    start = time.perf_counter()
+    job = function.run(tasks=tasks, first=first, reps=reps)
+    result = job.result(cadence=0.5)
+    wall = time.perf_counter() - start
+    expected = {"prefect-ray": first + reps * tasks, "direct": (1 + reps) * tasks}
+    with prefect_api(client.host) as api:
+        deadline = time.monotonic() + 120
+        while True:
+            runs = [r for r in _all_task_runs(api, job.job_id) if r.state_type and r.state_type.value == "COMPLETED"]
+            counts = {"prefect-ray": sum("engine:prefect-ray" in r.tags for r in runs)}
+            counts["direct"] = len(runs) - counts["prefect-ray"]
+            if counts == expected or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    raw = result["raw_ms"]
+    print(f"prefect-ray engine, fresh job (run() -> DONE {wall:.1f} s): first batch of {first} tasks "
+          f"{result['first_batch_s']:.2f} s")
+    print(f"{tasks} trivial tasks in flight, warm, best of {reps}, in the job's program (per task):")
+    print(f"  raw ray.remote                 {raw:7.2f} ms   1.0x")
+    print(f"  distribute_task, direct        {result['direct_ms']:7.2f} ms  {result['direct_ms'] / raw:5.1f}x")
+    print(f"  distribute_task, prefect-ray   {result['prefect_ray_ms']:7.2f} ms  "
+          f"{result['prefect_ray_ms'] / raw:5.1f}x   (submitting: {result['prefect_ray_submit_ms']:.2f} ms)")
+    print(f"  completed task runs recorded: prefect-ray {counts['prefect-ray']} of {expected['prefect-ray']}, "
+          f"direct {counts['direct']} of {expected['direct']}")
+
+
 def bench_stock(tasks: int) -> None:
     from prefect import flow, task
     from prefect_ray import RayTaskRunner
@@ -206,11 +301,15 @@ def bench_stock(tasks: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=None, help="default 200 (50 with --prefect-ray)")
     parser.add_argument("--circuits", type=int, default=32)
     parser.add_argument("--no-job", action="store_true", help="skip the in-job numbers (no Prefect server)")
     parser.add_argument("--stock", action="store_true", help="also time prefect-ray's RayTaskRunner")
+    parser.add_argument("--prefect-ray", action="store_true",
+                        help="only compare the prefect-ray engine with raw Ray and the direct engine, in a job")
     args = parser.parse_args()
+    if args.tasks is None:
+        args.tasks = 50 if args.prefect_ray else 200
 
     own_home = not os.environ.get("QSFLOW_HOME")
     if own_home:
@@ -218,6 +317,17 @@ def main() -> None:
     from deployments import ray_cluster, server
 
     try:
+        if args.prefect_ray:
+            from serverless_compat import ServerlessClient
+
+            from tasks import ray_connection
+
+            start = time.perf_counter()
+            client = ServerlessClient()
+            ray_connection.connect()  # the head, warm before the job starts
+            print(f"embedded Prefect server and local Ray head ready in {time.perf_counter() - start:.1f} s")
+            bench_prefect_ray(client, args.tasks)
+            return
         bench_local(args.tasks, args.circuits)
         if not args.no_job or args.stock:
             from serverless_compat import ServerlessClient
