@@ -32,14 +32,33 @@ class JobNotFound(LookupError):
     """No job with that id exists on this server."""
 
 
-def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[str, Any], user: str) -> FlowRun:
-    """Create a flow run of the program's deployment for ``user``; it waits in QUEUED for a worker."""
+def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[str, Any], user: str,
+           parent_job_id: Optional[str] = None) -> FlowRun:
+    """Create a flow run of the program's deployment for ``user``; it waits in QUEUED for a worker.
+
+    With ``parent_job_id`` the job is a subflow run of that job: a task run in the parent stands for it.
+    """
     deployment = read_deployment(client, full_title)
+    parent_task_run_id = None
+    if parent_job_id:
+        parent_task_run_id = _subflow_task_run(client, parent_job_id, full_title).id
     return client.create_flow_run_from_deployment(
         deployment.id,
         parameters={"arguments": encoded_arguments},
         tags=[JOB_TAG, f"{USER_TAG_PREFIX}{user}"],
+        parent_task_run_id=parent_task_run_id,
     )
+
+
+def _subflow_task_run(client: SyncPrefectClient, parent_job_id: str, full_title: str):
+    import uuid
+
+    from prefect import Task
+    from prefect.states import Pending
+
+    stand_in = Task(name=f"child job: {full_title}", fn=lambda: None)
+    return client.create_task_run(task=stand_in, flow_run_id=UUID(parent_job_id),
+                                  dynamic_key=uuid.uuid4().hex, state=Pending())
 
 
 def read(client: SyncPrefectClient, job_id: str) -> FlowRun:

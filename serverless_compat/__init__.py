@@ -11,6 +11,7 @@ import sys
 from serverless_compat.distribute import (
     Target,
     UnsatisfiableTargetError,
+    distribute_qiskit_function,
     distribute_task,
     get,
     get_refs_by_status,
@@ -70,6 +71,7 @@ __all__ = [
     "ServerlessError",
     "Target",
     "UnsatisfiableTargetError",
+    "distribute_qiskit_function",
     "distribute_task",
     "get",
     "get_arguments",

@@ -137,8 +137,12 @@ class BaseClient:
 
     # -- jobs -------------------------------------------------------------------------------------
     def run(self, program: FunctionRef, arguments: Optional[dict[str, Any]] = None,
-            config: Optional[Configuration] = None, provider: Optional[str] = None) -> Job:
-        """Start a job of ``program`` with ``arguments``; returns at once, the job QUEUED."""
+            config: Optional[Configuration] = None, provider: Optional[str] = None,
+            *, parent_job_id: Optional[str] = None) -> Job:
+        """Start a job of ``program`` with ``arguments``; returns at once, the job QUEUED.
+
+        ``parent_job_id`` makes it a child job (a Prefect subflow run) of that job.
+        """
         full = self._full_title(program, provider)
         try:
             encoded = serialization.to_jsonable(arguments or {})
@@ -148,7 +152,7 @@ class BaseClient:
             raise client_error(400, "Arguments must be a dict of name -> value, e.g. run(fn, {'x': 1}).")
         try:
             with self._api() as client:
-                flow_run = _jobs.submit(client, full, encoded, self._principal.user)
+                flow_run = _jobs.submit(client, full, encoded, self._principal.user, parent_job_id)
         except _programs.ProgramNotFound as exc:
             raise client_error(404, str(exc)) from None
         return Job(str(flow_run.id), job_service=self)

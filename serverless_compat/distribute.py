@@ -7,6 +7,7 @@ in a plain script they run on the local Ray head (or ``QSFLOW_RAY_ADDRESS``) wit
 
 from __future__ import annotations
 
+from tasks.child_jobs import distribute_qiskit_function
 from tasks.distributed import DistributedTask, distribute_task, get, get_refs_by_status, put
 from tasks.target import Target, UnsatisfiableTargetError
 
@@ -14,6 +15,7 @@ __all__ = [
     "DistributedTask",
     "Target",
     "UnsatisfiableTargetError",
+    "distribute_qiskit_function",
     "distribute_task",
     "get",
     "get_refs_by_status",

@@ -27,6 +27,7 @@ NAMES = {
     "save_result": ["result"],
     "update_status": ["status"],
     "distribute_task": ["target"],
+    "distribute_qiskit_function": ["provider", "dependencies", "working_dir"],
     "get": ["object_refs"],
     "put": ["value"],
     "get_refs_by_status": ["object_refs"],
@@ -176,3 +177,28 @@ def test_runtime_service_offline_is_the_local_service(client):
     job = fn.run()
     assert job.result(cadence=1) == {"service": "LocalServerlessRuntimeService", "shots": 200}
     assert job.runtime_jobs() == [] and job.runtime_sessions() == []
+
+
+def test_distribute_qiskit_function_runs_child_jobs_as_subflows(client, prefect):
+    fn = client.upload(QiskitFunction(title="parent", entrypoint="parent.py",
+                                      working_dir=str(PROGRAMS / "child_jobs")))
+    job = fn.run()
+    assert job.wait(timeout=JOB_TIMEOUT * 2) == "DONE", job.logs()
+    assert job.result() == {"children": [{"square": 9}, {"square": 16}]}
+    children = client.jobs(function="square", limit=5)
+    assert len(children) >= 2
+    for child in children[:2]:
+        flow_run = prefect.read_flow_run(child.job_id)
+        assert flow_run.parent_task_run_id is not None
+        assert str(prefect.read_task_run(flow_run.parent_task_run_id).flow_run_id) == job.job_id
+
+
+def test_distribute_qiskit_function_takes_keyword_arguments_only():
+    from serverless_compat import distribute_qiskit_function
+
+    @distribute_qiskit_function()
+    def double(x):
+        return 2 * x
+
+    with pytest.raises(TypeError, match=r"pass its arguments by keyword, e.g. double\(x=1\)"):
+        double(1)
