@@ -6,12 +6,14 @@ server (started by the first ``ServerlessClient()``) is the tests' own; it is st
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -70,3 +72,35 @@ def make_h5(path: Path, size: int = 10) -> Path:
     with h5py.File(path, "w") as handle:
         handle["values"] = np.arange(size)
     return path
+
+
+# The distributed-task tests' cluster: two CPUs and two units of a custom resource.
+RAY_HEAD_ENV = {"QSFLOW_RAY_NUM_CPUS": "2", "QSFLOW_RAY_RESOURCES": '{"qsflow_widget": 2}'}
+
+
+@contextlib.contextmanager
+def local_ray_head(test_module: str) -> Iterator[dict[str, Any]]:
+    """A fresh local head with RAY_HEAD_ENV's capacity, this process connected to it (functions of
+    ``test_module`` shipped by value); the head is stopped and the environment restored at the end."""
+    import sys
+
+    from deployments import ray_cluster
+    from tasks import ray_connection
+
+    saved = {key: os.environ.get(key) for key in RAY_HEAD_ENV}
+    os.environ.update(RAY_HEAD_ENV)
+    ray_cluster.stop()  # a head started earlier in the session may have other capacity
+    ray_cluster.ensure_local_head()
+    ray = ray_connection.connect()
+    ray.cloudpickle.register_pickle_by_value(sys.modules[test_module])
+    try:
+        yield ray_cluster.local_head_status()
+    finally:
+        ray.shutdown()
+        ray_connection.reset()
+        ray_cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

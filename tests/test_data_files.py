@@ -191,3 +191,49 @@ def test_uploads_and_deletes_emit_events(client, prefect, data_fn, tmp_path):
     assert uploaded.resource["qsflow.user"] == "local"
     assert uploaded.resource["qsflow.scope"] == "user"
     assert uploaded.payload["size"] == (tmp_path / "evented.tar").stat().st_size
+
+
+def test_shared_server_maps_tokens_to_users_and_providers(client, prefect, tmp_path):
+    """With a qsflow-users table, each token is a user: own spaces apart, provider spaces for members."""
+    from prefect.blocks.system import Secret
+
+    from deployments.access import USERS_BLOCK, token_key
+    from deployments.connection import prefect_api
+    from serverless_compat import ServerlessClient
+
+    fn = client.upload(QiskitFunction(title="shared-fn", provider="acme", entrypoint="read_data.py",
+                                      working_dir=str(PROGRAMS / "data")))
+    with prefect_api(client.host):
+        Secret(value={token_key("alice-token"): {"user": "alice", "providers": ["acme"]},
+                      token_key("bob-token"): {"user": "bob", "providers": []}}).save(USERS_BLOCK)
+    try:
+        alice = ServerlessClient(host=client.host, token="alice-token")
+        bob = ServerlessClient(host=client.host, token="bob-token")
+        make_tar(tmp_path / "alice.tar")
+        alice.file_upload(str(tmp_path / "alice.tar"))
+        assert "alice.tar" in alice.files()
+        assert "alice.tar" not in bob.files()
+        alice.provider_file_upload(str(tmp_path / "alice.tar"), fn)
+        assert alice.provider_files(fn) == ["alice.tar"]
+        with pytest.raises(QiskitServerlessException, match="403"):
+            bob.provider_files(fn)
+        with pytest.raises(QiskitServerlessException, match="403"):
+            bob.provider_file_download("alice.tar", fn, download_location=str(tmp_path))
+        with pytest.raises(QiskitServerlessException, match="(?s)403.*not known"):
+            ServerlessClient(host=client.host, token="mallory").files()
+        with pytest.raises(QiskitServerlessException, match="(?s)403.*pass your token"):
+            ServerlessClient(host=client.host).files()
+        alice.provider_file_delete("alice.tar", fn)
+        alice.file_delete("alice.tar")
+    finally:
+        _delete_users_block(client.host)
+
+
+def _delete_users_block(host: str) -> None:
+    from prefect.blocks.system import Secret
+
+    from deployments.access import USERS_BLOCK
+    from deployments.connection import prefect_api
+
+    with prefect_api(host) as api:
+        api.delete_block_document(Secret.load(USERS_BLOCK)._block_document_id)

@@ -7,14 +7,13 @@ end. Tasks defined here travel to Ray by value, so the workers need not import t
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, local_ray_head
 from serverless_compat import (
     QiskitFunction,
     Target,
@@ -26,33 +25,13 @@ from serverless_compat import (
 )
 
 JOB_TIMEOUT = 300
-HEAD_ENV = {"QSFLOW_RAY_NUM_CPUS": "2", "QSFLOW_RAY_RESOURCES": '{"qsflow_widget": 2}'}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_head(qsflow_home: Path) -> Any:
     """A fresh local head with known capacity, this process connected to it; all stopped at module end."""
-    from deployments import ray_cluster
-    from tasks import ray_connection
-
-    saved = {key: os.environ.get(key) for key in HEAD_ENV}
-    os.environ.update(HEAD_ENV)
-    ray_cluster.stop()  # a head started earlier in the session may have other capacity
-    address = ray_cluster.ensure_local_head()
-    ray = ray_connection.connect()
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        yield ray_cluster.local_head_status()
-    finally:
-        ray.shutdown()
-        ray_connection.reset()
-        ray_cluster.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        assert address
+    with local_ray_head(__name__) as head:
+        yield head
 
 
 # --- a local script: no job, no Prefect ---------------------------------------------------------------
