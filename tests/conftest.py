@@ -64,6 +64,33 @@ def make_tar(path: Path, payload: bytes = b"hello", compressed: bool = False) ->
     return path
 
 
+SAMPLE_KINDS = ["tar", "tar.gz", "h5", "txt"]
+
+
+def make_sample(kind: str, directory: Path) -> Path:
+    """A small valid data file of ``kind`` (one of SAMPLE_KINDS) in ``directory``."""
+    if kind == "tar":
+        return make_tar(directory / "plain.tar", b"plain")
+    if kind == "tar.gz":
+        return make_tar(directory / "packed.tar.gz", b"packed", compressed=True)
+    if kind == "h5":
+        return make_h5(directory / "values.h5")
+    path = directory / "notes.txt"
+    path.write_text("some notes\n")
+    return path
+
+
+def bell() -> "Any":
+    """A measured two-qubit Bell circuit."""
+    from qiskit import QuantumCircuit
+
+    circuit = QuantumCircuit(2)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.measure_all()
+    return circuit
+
+
 def make_h5(path: Path, size: int = 10) -> Path:
     """An HDF5 file holding ``values`` = 0..size-1."""
     import h5py

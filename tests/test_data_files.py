@@ -15,7 +15,7 @@ from deployments.access import Forbidden, Principal
 from flows.data_mounts import mount_namespaces_available
 from serverless_compat import QiskitFunction, QiskitServerlessException
 
-from conftest import PROGRAMS, make_h5, make_tar
+from conftest import PROGRAMS, SAMPLE_KINDS, make_h5, make_sample, make_tar
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
 
@@ -32,14 +32,9 @@ def reader_fn(client):
                                         working_dir=str(PROGRAMS / "data")))
 
 
-@pytest.mark.parametrize("kind", ["tar", "tar.gz", "h5", "txt"])
+@pytest.mark.parametrize("kind", SAMPLE_KINDS)
 def test_round_trip(client, data_fn, tmp_path, kind):
-    source = {
-        "tar": lambda: make_tar(tmp_path / "plain.tar", b"plain"),
-        "tar.gz": lambda: make_tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
-        "h5": lambda: make_h5(tmp_path / "values.h5"),
-        "txt": lambda: (tmp_path / "notes.txt").write_text("some notes\n") and tmp_path / "notes.txt",
-    }[kind]()
+    source = make_sample(kind, tmp_path)
     message = json.loads(client.file_upload(str(source), data_fn))
     assert message["message"].endswith(f"/{source.name}")
     assert source.name in client.files(data_fn)

@@ -15,17 +15,9 @@ from qiskit import QuantumCircuit
 from flows.status import to_job_status
 from serverless_compat import QiskitFunction, QiskitServerlessException
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, bell
 
 JOB_TIMEOUT = 240
-
-
-def _bell() -> QuantumCircuit:
-    circuit = QuantumCircuit(2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure_all()
-    return circuit
 
 
 def _history(prefect, job) -> list[str]:
@@ -42,7 +34,7 @@ def echo(client):
 
 
 def test_run_round_trips_a_quantum_circuit_and_sees_env_vars(echo):
-    circuit = _bell()
+    circuit = bell()
     job = echo.run(circuit=circuit, circuit_list=[circuit] * 4, optimization_level=2, backend="fake_sherbrooke")
     assert job.status() in {"QUEUED", "INITIALIZING", "RUNNING"}
     result = job.result(cadence=1)

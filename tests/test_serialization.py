@@ -13,13 +13,7 @@ from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
 from serverless_compat import serialization
 
-
-def _bell() -> QuantumCircuit:
-    circuit = QuantumCircuit(2)
-    circuit.h(0)
-    circuit.cx(0, 1)
-    circuit.measure_all()
-    return circuit
+from conftest import bell
 
 
 def _primitive_result():
@@ -28,7 +22,7 @@ def _primitive_result():
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
     backend = FakeManilaV2()
-    isa = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=3).run(_bell())
+    isa = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=3).run(bell())
     return SamplerV2(mode=backend).run([isa], shots=64).result()
 
 
@@ -37,7 +31,7 @@ def test_qiskit_objects_round_trip():
     parametrized = QuantumCircuit(1)
     parametrized.rx(theta * 2 + 1, 0)
     value = {
-        "circuit": _bell(),
+        "circuit": bell(),
         "parametrized": parametrized,
         "parameter": theta,
         "observable": SparsePauliOp.from_list([("ZZ", 1.0), ("XI", -0.5j)]),
@@ -66,7 +60,7 @@ def test_primitive_results_round_trip():
 
 def test_same_encoding_as_qiskit_runtime():
     """What qsflow writes, qiskit_ibm_runtime's decoder reads, and the other way round."""
-    value = {"circuit": _bell(), "observable": SparsePauliOp("XZ")}
+    value = {"circuit": bell(), "observable": SparsePauliOp("XZ")}
     ours = serialization.dumps(value)
     assert json.loads(ours, cls=RuntimeDecoder)["circuit"] == value["circuit"]
     theirs = json.dumps(value, cls=RuntimeEncoder)

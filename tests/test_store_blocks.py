@@ -18,7 +18,7 @@ from deployments import data_files
 from deployments.access import Principal
 from flows.data_mounts import job_data
 
-from conftest import make_h5, make_tar
+from conftest import SAMPLE_KINDS, make_sample, make_tar
 
 
 class TestQsflowStoreIsAStandardBlock(BlockStandardTestSuite):
@@ -53,14 +53,9 @@ def test_credentials_are_secret_in_the_block(s3_store):
     assert "testing" not in str(dumped["filesystem"])
 
 
-@pytest.mark.parametrize("kind", ["tar", "tar.gz", "h5", "txt"])
+@pytest.mark.parametrize("kind", SAMPLE_KINDS)
 def test_s3_round_trip(s3_store, tmp_path, kind):
-    source = {
-        "tar": lambda: make_tar(tmp_path / "plain.tar", b"plain"),
-        "tar.gz": lambda: make_tar(tmp_path / "packed.tar.gz", b"packed", compressed=True),
-        "h5": lambda: make_h5(tmp_path / "values.h5"),
-        "txt": lambda: (tmp_path / "notes.txt").write_text("notes\n") and tmp_path / "notes.txt",
-    }[kind]()
+    source = make_sample(kind, tmp_path)
     scope = data_files.user_scope(Principal("s3user"), None)
     data_files.upload(s3_store, scope, source)
     assert source.name in data_files.list_files(s3_store, scope)
