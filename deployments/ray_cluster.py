@@ -48,6 +48,11 @@ _ALIAS_DIR = _QSFLOW_ROOT / "serverless_compat" / "_alias"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+def driver_env(address: str) -> dict[str, str]:
+    """Environment a Ray driver joining ``address`` needs: the loopback switch for the local head."""
+    return dict(LOOPBACK_ENV) if address.startswith("127.0.0.1:") else {}
+
+
 class RayClusterError(RuntimeError):
     """The local Ray head could not be started or reached; the message says where to look."""
 

@@ -97,11 +97,9 @@ def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: s
     from tasks.ray_block import job_ray_address
 
     ray_address = job_ray_address()
-    env.update(RAY_ADDRESS=ray_address, QSFLOW_RAY_ADDRESS=ray_address)
-    if ray_address.startswith("127.0.0.1:"):
-        from deployments.ray_cluster import LOOPBACK_ENV
+    from deployments.ray_cluster import driver_env
 
-        env.update(LOOPBACK_ENV)  # the local head and its drivers stay on 127.0.0.1
+    env.update(RAY_ADDRESS=ray_address, QSFLOW_RAY_ADDRESS=ray_address, **driver_env(ray_address))
     return env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Optional
 
@@ -22,12 +23,16 @@ def cluster_address() -> str:
 
 def connect() -> Any:
     """Import Ray and connect to the shared cluster unless this process already is connected; return ``ray``."""
-    from deployments.ray_cluster import LOOPBACK_ENV
+    from deployments.ray_cluster import driver_env
 
+    connected = sys.modules.get("ray")
+    if connected is not None and connected.is_initialized():
+        return connected  # get()/put() call this per use: no address look-up once connected
     address = cluster_address()
-    local_head = address.startswith("127.0.0.1:")
+    extra_env = driver_env(address)
+    local_head = bool(extra_env)
     if local_head:
-        os.environ.update(LOOPBACK_ENV)  # read by Ray at import: keep this driver on 127.0.0.1
+        os.environ.update(extra_env)  # read by Ray at import: keep this driver on 127.0.0.1
     import ray
 
     if local_head:
