@@ -33,6 +33,13 @@ class Principal:
             return True
         return self.job_function == f"{provider}/{function_title}"
 
+    def can_see_job(self, owner: str, function: str) -> bool:
+        """A job is visible to its user and, for a provider function, to the provider's members."""
+        if owner == self.user:
+            return True
+        provider = function.rpartition("/")[0]
+        return bool(provider) and (self.providers is None or provider in self.providers)
+
 
 def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Optional
 from uuid import UUID
 
@@ -10,11 +11,15 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterName,
     FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    FlowRunFilterStateType,
     FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
@@ -118,8 +123,13 @@ def logs(client: SyncPrefectClient, job_id: str, loggers: tuple[str, ...] = JOB_
 
 
 def list_jobs(client: SyncPrefectClient, full_title: Optional[str] = None, limit: int = 10,
-              offset: int = 0, user: Optional[str] = None) -> list[FlowRun]:
-    """Jobs, newest first; only one program's when ``full_title`` is given, one user's with ``user``."""
+              offset: int = 0, user: Optional[str] = None, job_status: Optional[str] = None,
+              created_after: Optional[datetime] = None) -> list[FlowRun]:
+    """Jobs, newest first, filtered by Prefect's server: one program's (``full_title``), one user's
+    (``user``), in one status (``job_status``, a Qiskit Serverless status string), created after a time.
+
+    Raises ValueError for an unknown status.
+    """
     from deployments.programs import deployment_name
 
     deployment_filter = None
@@ -127,9 +137,21 @@ def list_jobs(client: SyncPrefectClient, full_title: Optional[str] = None, limit
         deployment_filter = DeploymentFilter(
             name=DeploymentFilterName(any_=[deployment_name(full_title).split("/")[1]])
         )
+    state_filter = None
+    if job_status is not None:
+        types, names = status.state_filter(job_status)
+        state_filter = FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType(t) for t in types]),
+            name=FlowRunFilterStateName(any_=names) if names else None,
+        )
+    # A job's expected start time is its creation time: runs of a deployment are created to start now.
+    start_filter = FlowRunFilterExpectedStartTime(after_=created_after) if created_after else None
     return client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(
-            all_=[JOB_TAG] + ([f"{USER_TAG_PREFIX}{user}"] if user else []))),
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[JOB_TAG] + ([f"{USER_TAG_PREFIX}{user}"] if user else [])),
+            state=state_filter,
+            expected_start_time=start_filter,
+        ),
         deployment_filter=deployment_filter,
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit, offset=offset,

@@ -16,7 +16,7 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from packaging.requirements import InvalidRequirement, Requirement
 from prefect.client.orchestration import SyncPrefectClient
@@ -24,6 +24,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from blocks.storage import QsflowStore
+from deployments import arguments_schema, dependency_policy
+from deployments import images
 from deployments.settings import WORK_POOL
 
 RUNNER_ENTRYPOINT = "flows.runner:run_program"
@@ -48,7 +50,9 @@ class ProgramSpec:
     env_vars: dict[str, str] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
     description: Optional[str] = None
+    image: Optional[str] = None  # an image function's container image (deployments/images.py)
     uploaded_at: float = 0.0
+    arguments_schema: Optional[Union[dict, bool]] = None  # JSON Schema of the arguments (None: no schema)
 
     @property
     def full_title(self) -> str:
@@ -142,11 +146,21 @@ def register(client: SyncPrefectClient, store: QsflowStore, spec: ProgramSpec, w
     if spec.provider is not None:
         validate_title(spec.provider)
     spec.dependencies = validate_dependencies(spec.dependencies)
+    dependency_policy.check(spec.dependencies, dependency_policy.allowlist())
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in (spec.env_vars or {}).items()):
         raise ValueError("env_vars must map strings to strings, e.g. env_vars={'LOG_LEVEL': 'debug'}.")
-    archive = pack_working_dir(working_dir, spec.entrypoint)
+    if spec.image is not None:
+        images.validate(spec.image, spec.provider, spec.dependencies)
+        spec.entrypoint = images.ENTRYPOINT  # the image's Runner, called by qsflow's entry program
+        archive = images.entry_archive()
+    else:
+        archive = pack_working_dir(working_dir, spec.entrypoint)
 
     versions = list_versions(store, spec.full_title)
+    if spec.arguments_schema is None and versions:
+        # As on Qiskit Serverless: an upload without a schema keeps the stored one; {} removes it.
+        spec.arguments_schema = read_spec(store, spec.full_title, versions[-1]).arguments_schema
+    spec.arguments_schema = arguments_schema.check(spec.arguments_schema)
     spec.version = (versions[-1] + 1) if versions else 1
     spec.uploaded_at = time.time()
     folder = f"{spec.store_dir}/{spec.version}"
@@ -172,6 +186,7 @@ def _upsert_deployment(client: SyncPrefectClient, spec: ProgramSpec) -> None:
         client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
     except ObjectAlreadyExists:
         pass
+    pool = images.deployment_settings(client, spec.image) if spec.image else {"work_pool_name": WORK_POOL}
     name = spec.full_title.replace("/", "--")
     flow_id = client.create_flow_from_name(name)
     client.create_deployment(
@@ -179,12 +194,13 @@ def _upsert_deployment(client: SyncPrefectClient, spec: ProgramSpec) -> None:
         name=name,
         version=str(spec.version),
         description=spec.description or f"qsflow program {spec.full_title}",
-        work_pool_name=WORK_POOL,
         entrypoint=RUNNER_ENTRYPOINT,
         parameters={"program": spec.full_title, "version": spec.version},
         parameter_openapi_schema=parameter_schema(run_program).model_dump_for_openapi(),
         enforce_parameter_schema=False,
-        tags=["qsflow"] + ([f"provider:{spec.provider}"] if spec.provider else []),
+        tags=["qsflow"] + ([f"provider:{spec.provider}"] if spec.provider else [])
+        + ([images.IMAGE_TAG] if spec.image else []),
+        **pool,
     )
 
 

@@ -156,6 +156,7 @@ def _failure_text(returncode: int, tail: list[str]) -> str:
 def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None) -> None:
     """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``."""
     from blocks.storage import load_store
+    from deployments import arguments_schema
     from deployments.programs import read_spec
     from deployments.settings import home
 
@@ -166,6 +167,9 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
 
     store = load_store()
     spec = read_spec(store, program, version)
+    refusal = arguments_schema.refusal(spec.arguments_schema, arguments or {})
+    if refusal is not None:  # a run created around the client (Prefect UI or API) with bad arguments
+        raise ValueError(refusal["message"])
     job_dir = home() / "jobs" / job_id
     work_dir = job_dir / "work"
     shutil.rmtree(job_dir, ignore_errors=True)

@@ -76,3 +76,31 @@ def to_job_status(state_type: Optional[str], state_name: Optional[str]) -> str:
             return name
         return INITIALIZING
     return _BY_TYPE[state_type]
+
+
+# Qiskit Serverless's gateway-side names (``Job.SUCCEEDED`` ...) that its client also accepts as
+# a ``status`` filter, mapped to the status strings above.
+_GATEWAY_NAMES = {"PENDING": INITIALIZING, "SUCCEEDED": DONE, "FAILED": ERROR, "STOPPED": CANCELED}
+
+
+def state_filter(job_status: str) -> tuple[list[str], Optional[list[str]]]:
+    """The Prefect flow-run states that read as ``job_status``: (state types, state names or None).
+
+    ``RUNNING`` covers every ``RUNNING: <sub-status>``; ``RUNNING: MAPPING`` only that one. Also
+    takes the gateway's names (``SUCCEEDED``, ``FAILED``, ``STOPPED``, ``PENDING``) and ``Job``
+    constants (``Job.MAPPING``). Raises ``ValueError`` naming the accepted values for anything else.
+    """
+    wanted = _GATEWAY_NAMES.get(job_status, job_status)
+    if wanted in SUB_STATUSES:
+        wanted = SUB_STATUSES[wanted]
+    if wanted == INITIALIZING:
+        return ["RUNNING"], ["Running", INITIALIZING]
+    if wanted == RUNNING:
+        return ["RUNNING"], [RUNNING, *SUB_STATUSES.values()]
+    if wanted in SUB_STATUSES.values():
+        return ["RUNNING"], [wanted]
+    types = sorted(t for t, s in _BY_TYPE.items() if s == wanted)
+    if not types:
+        accepted = [QUEUED, INITIALIZING, RUNNING, *SUB_STATUSES.values(), DONE, ERROR, CANCELED]
+        raise ValueError(f"Unknown job status {job_status!r} to filter on. Pass one of {accepted}.")
+    return types, None

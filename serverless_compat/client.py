@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+from datetime import datetime
 from typing import Any, Iterator, List, Optional, Union
 from urllib.parse import urlparse
 
@@ -17,13 +19,16 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTag
 
 from blocks.storage import QsflowStore, load_store
 from deployments import access as _access
+from deployments import arguments_schema as _arguments_schema
 from deployments import data_files as _files
+from deployments import images as _images
 from deployments import jobs as _jobs
 from deployments import programs as _programs
 from deployments import server as _server
 from deployments.connection import prefect_api
 from deployments.settings import api_url, configured_host, home
 from flows.job_outputs import PROVIDER_LOGGER
+from flows.runner import job_user
 from serverless_compat import serialization
 from serverless_compat.errors import QiskitServerlessException, client_error, format_err_msg
 from serverless_compat.function import QiskitFunction, RunnableQiskitFunction
@@ -83,22 +88,19 @@ class BaseClient:
     def _runnable(self, spec: _programs.ProgramSpec) -> RunnableQiskitFunction:
         return RunnableQiskitFunction(
             self, title=spec.title, provider=spec.provider, entrypoint=spec.entrypoint,
-            env_vars=dict(spec.env_vars), dependencies=list(spec.dependencies),
+            env_vars=dict(spec.env_vars), dependencies=list(spec.dependencies), image=spec.image,
             description=spec.description, version=str(spec.version), working_dir=None,
+            arguments_schema=spec.arguments_schema,
         )
 
     # -- functions --------------------------------------------------------------------------------
     def upload(self, program: QiskitFunction) -> RunnableQiskitFunction:
         """Store ``program`` as a new version and (re)register its Prefect deployment."""
-        if program.image:
-            raise QiskitServerlessException(format_err_msg(
-                400, f"Function {program.full_title} names an image; image functions need a Prefect "
-                "Docker work pool, which this qsflow server does not offer. Upload the code with "
-                "working_dir and entrypoint instead."))
         spec = _programs.ProgramSpec(
             title=program.title, provider=program.provider, entrypoint=program.entrypoint or "",
+            image=program.image,
             env_vars=dict(program.env_vars or {}), dependencies=list(program.dependencies or []),
-            description=program.description,
+            description=program.description, arguments_schema=program.arguments_schema,
         )
         try:
             with self._api() as client:
@@ -151,35 +153,98 @@ class BaseClient:
         if not isinstance(encoded, dict):
             raise client_error(400, "Arguments must be a dict of name -> value, e.g. run(fn, {'x': 1}).")
         try:
+            self._refuse_invalid_arguments(_programs.read_spec(self._store, full), encoded)
             with self._api() as client:
+                _images.ready_to_run(client, _programs.read_deployment(client, full))
                 flow_run = _jobs.submit(client, full, encoded, self._principal.user, parent_job_id)
         except _programs.ProgramNotFound as exc:
             raise client_error(404, str(exc)) from None
+        except _images.DockerPoolMissing as exc:
+            raise client_error(503, str(exc)) from None
         return Job(str(flow_run.id), job_service=self)
 
-    def jobs(self, function: Optional[FunctionRef] = None, limit: int = 10, offset: int = 0,
-             **kwargs: Any) -> List[Job]:
-        """Your jobs, newest first (only ``function``'s when given)."""
-        return self._list_jobs(function, limit, offset, user=self._principal.user)
+    @staticmethod
+    def _refuse_invalid_arguments(spec: _programs.ProgramSpec, encoded: dict[str, Any]) -> None:
+        refusal = _arguments_schema.refusal(spec.arguments_schema, encoded)
+        if refusal is not None:
+            raise client_error(400, json.dumps(refusal, default=str))
 
-    def _list_jobs(self, function: Optional[FunctionRef], limit: int, offset: int,
-                   user: Optional[str]) -> List[Job]:
+    def validate_arguments(self, title: str, arguments: Optional[dict[str, Any]] = None,
+                           provider: Optional[str] = None) -> dict[str, Any]:
+        """Check ``arguments`` against the function's ``arguments_schema`` without running anything.
+
+        Returns ``{"valid": True}``; raises QiskitServerlessException (400) listing every violation.
+        """
+        full = self._full_title(title, provider)
+        try:
+            encoded = serialization.to_jsonable(arguments or {})
+        except TypeError as exc:
+            raise client_error(400, str(exc)) from None
+        try:
+            spec = _programs.read_spec(self._store, full)
+        except _programs.ProgramNotFound as exc:
+            raise client_error(404, str(exc)) from None
+        self._refuse_invalid_arguments(spec, encoded)
+        return {"valid": True}
+
+    def jobs(self, function: Optional[FunctionRef] = None, limit: int = 10, offset: int = 0,
+             status: Optional[str] = None, created_after: Optional[Union[datetime, str]] = None,
+             **kwargs: Any) -> List[Job]:
+        """Your jobs, newest first: only ``function``'s, in ``status`` (``"DONE"``, ``"RUNNING"`` ...),
+        created after ``created_after`` (a datetime or ISO 8601 text) when given."""
+        return self._list_jobs(function, limit, offset, status, created_after, user=self._principal.user)
+
+    def _list_jobs(self, function: Optional[FunctionRef], limit: int, offset: int, status: Optional[str],
+                   created_after: Optional[Union[datetime, str]], user: Optional[str]) -> List[Job]:
         full = self._full_title(function) if function is not None else None
-        with self._api() as client:
-            runs = _jobs.list_jobs(client, full, limit=limit, offset=offset, user=user)
+        if full is not None and not _programs.list_versions(self._store, full):
+            raise client_error(404, f"Qiskit Function {full} doesn't exist.")
+        if isinstance(created_after, str):
+            try:
+                created_after = datetime.fromisoformat(created_after)
+            except ValueError:
+                raise client_error(400, f"created_after={created_after!r} is not an ISO 8601 time, "
+                                        "e.g. '2026-01-31T12:00:00+00:00'.") from None
+        if created_after is not None and created_after.tzinfo is None:
+            created_after = created_after.astimezone()  # a naive time is local time
+        try:
+            with self._api() as client:
+                runs = _jobs.list_jobs(client, full, limit=limit, offset=offset, user=user,
+                                       job_status=status, created_after=created_after)
+        except ValueError as exc:
+            raise client_error(400, str(exc)) from None
         return [Job(str(r.id), job_service=self) for r in runs]
 
     def get_jobs(self, **kwargs: Any) -> List[Job]:
         return self.jobs(**kwargs)
 
     def job(self, job_id: str) -> Optional[Job]:
-        """The job ``job_id``, or None when there is no such job."""
+        """The job ``job_id``, or None when there is no such job; 403 for another user's job."""
         with self._api() as client:
             try:
-                _jobs.read(client, job_id)
+                self._read_job(client, job_id)
             except _jobs.JobNotFound:
                 return None
         return Job(str(job_id), job_service=self)
+
+    def _read_job(self, client: SyncPrefectClient, job_id: str, owner_only: bool = False,
+                  denied: str = "You don't have access to job [{job_id}]"):
+        """The job's flow run, if the caller may see it: its user, or a member of its function's
+        provider (``owner_only``: its user alone). Else a 403 error."""
+        flow_run = _jobs.read(client, job_id)
+        owner = job_user(flow_run.tags)
+        function = (flow_run.parameters or {}).get("program", "")
+        principal = self._principal
+        if owner != principal.user and (owner_only or not principal.can_see_job(owner, function)):
+            raise client_error(403, denied.format(job_id=job_id))
+        return flow_run
+
+    def _own_job(self, job_id: str, denied: str = "You don't have access to job [{job_id}]") -> None:
+        with self._api() as client:
+            try:
+                self._read_job(client, job_id, owner_only=True, denied=denied)
+            except _jobs.JobNotFound as exc:
+                raise client_error(404, str(exc)) from None
 
     def get_job_by_id(self, job_id: str) -> Optional[Job]:
         return self.job(job_id)
@@ -250,17 +315,20 @@ class BaseClient:
     # -- the job service Job calls back into ------------------------------------------------------
     def status(self, job_id: str) -> str:
         with self._api() as client:
-            return _jobs.job_status(_jobs.read(client, job_id))
+            return _jobs.job_status(self._read_job(client, job_id))
 
     def stop(self, job_id: str, service: Any = None) -> str:
+        self._own_job(job_id)
         with self._api() as client:
             return _jobs.stop(client, job_id)
 
     def result(self, job_id: str) -> Any:
+        self._own_job(job_id)
         raw = _jobs.result_bytes(self._store, job_id)
         return None if raw is None else serialization.loads(raw)
 
     def logs(self, job_id: str) -> str:
+        self._own_job(job_id, denied="You don't have access to read user logs of the job [{job_id}]")
         with self._api() as client:
             return _jobs.logs(client, job_id)
 
@@ -278,24 +346,28 @@ class BaseClient:
             return _jobs.logs(client, job_id, loggers=(PROVIDER_LOGGER,))
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
+        self._own_job(job_id)
         return _jobs.events(self._store, job_id)
 
     def runtime_jobs(self, job_id: str) -> list[dict[str, Any]]:
+        self._own_job(job_id)
         return _jobs.runtime_jobs(self._store, job_id)
 
-    def provider_jobs(self, function: FunctionRef, limit: int = 10, offset: int = 0, **kwargs: Any) -> List[Job]:
-        """Jobs of a provider function, by every user (provider members only)."""
+    def provider_jobs(self, function: FunctionRef, limit: int = 10, offset: int = 0,
+                      status: Optional[str] = None, created_after: Optional[Union[datetime, str]] = None,
+                      **kwargs: Any) -> List[Job]:
+        """Jobs of a provider function, by every user (provider members only), newest first."""
         full = self._full_title(function)
         provider, _, title = full.rpartition("/")
         if not provider:
             raise QiskitServerlessException("`function` doesn't have a provider.")
         if not self._principal.can_reach_provider(provider, title):
             raise client_error(403, f"You don't have access to the jobs of provider {provider}.")
-        return self._list_jobs(full, limit, offset, user=None)
+        return self._list_jobs(full, limit, offset, status, created_after, user=None)
 
     def error_message(self, job_id: str) -> str:
         with self._api() as client:
-            state = _jobs.read(client, job_id).state
+            state = self._read_job(client, job_id, owner_only=True).state
         message = (state.message if state else None) or "The job failed."
         return message.removeprefix("Flow run encountered an exception: ")
 

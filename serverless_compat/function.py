@@ -87,3 +87,12 @@ class RunnableQiskitFunction(QiskitFunction):
 
     def get_jobs(self, **kwargs: Any) -> List["Job"]:
         return self.jobs(**kwargs)
+
+    def validate_arguments(self, arguments: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Check ``arguments`` against the function's ``arguments_schema`` without running it.
+
+        Returns ``{"valid": True}``; raises QiskitServerlessException listing every violation.
+        """
+        if self._run_service is None:
+            raise ValueError("No client specified for this function.")
+        return self._run_service.validate_arguments(title=self.title, arguments=arguments, provider=self.provider)
