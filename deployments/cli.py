@@ -3,6 +3,7 @@
     qsflow server start    start the local Prefect server and worker (or find them running)
     qsflow server status   show what runs, and where
     qsflow server stop     stop both
+    qsflow docker-pool create   create the Docker work pool image functions run on (run it where Docker runs)
 """
 
 from __future__ import annotations
@@ -30,14 +31,31 @@ def _server(action: str) -> int:
     return 0 if running else 3
 
 
+def _docker_pool(action: str) -> int:
+    from deployments import images
+    from deployments.connection import prefect_api
+    from deployments.settings import api_url, configured_host
+
+    url = api_url(configured_host()) if configured_host() else server.ensure_running()
+    with prefect_api(url) as client:
+        pool = images.ensure_pool(client)
+    print(f"Work pool {pool!r} (type docker) is ready on {url}. Start its worker where Docker runs:\n"
+          f"  PREFECT_API_URL={url} prefect worker start --pool {pool} --type docker")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="qsflow", description="qsflow: Qiskit Serverless on Prefect and Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
     server_parser = commands.add_parser("server", help="the embedded Prefect server and worker")
     server_parser.add_argument("action", choices=["start", "stop", "status"])
+    docker_parser = commands.add_parser("docker-pool", help="the Prefect Docker work pool of image functions")
+    docker_parser.add_argument("action", choices=["create"])
     args = parser.parse_args(argv)
     if args.command == "server":
         return _server(args.action)
+    if args.command == "docker-pool":
+        return _docker_pool(args.action)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -4,8 +4,10 @@ The job's data scopes (see ``deployments.data_files``) become directories on thi
 store's own folders when it is a local directory, or staging copies in the job directory when it
 is remote (S3), uploaded back when the program ends, also on error. The program then runs in a
 private mount namespace (util-linux ``unshare --mount``) where those directories are bind-mounted
-at ``/data`` and ``/function_data``; nothing outside the job sees the mounts. Where that is not
-possible (not root, no ``unshare``), ``DATA_PATH`` alone points at the directory.
+at ``/data`` and ``/function_data``; nothing outside the job sees the mounts. In a job's own
+container (an image function, ``QSFLOW_IN_CONTAINER``) ``/data`` and ``/function_data`` are
+symbolic links to them instead. Where neither is possible (not root, no ``unshare``),
+``DATA_PATH`` alone points at the directory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from deployments.access import Principal
 
 DATA_MOUNT = "/data"
 FUNCTION_DATA_MOUNT = "/function_data"
+IN_CONTAINER_ENV = "QSFLOW_IN_CONTAINER"  # set by the Docker work pool of image functions
 
 # sh -c SCRIPT qsflow-mount SRC DST [SRC DST ...] -- COMMAND...: bind each SRC at DST, then exec.
 _MOUNT_SCRIPT = (
@@ -61,9 +64,10 @@ class JobData:
     data_dir: Path
     function_data_dir: Optional[Path]
     mounted: bool
+    linked: bool = False  # /data and /function_data are links in the job's own container
 
     def env(self) -> dict[str, str]:
-        if self.mounted:
+        if self.mounted or self.linked:
             env = {"DATA_PATH": DATA_MOUNT}
             if self.function_data_dir is not None:
                 env["FUNCTION_DATA_PATH"] = FUNCTION_DATA_MOUNT
@@ -103,16 +107,33 @@ def job_data(store: QsflowStore, user: str, full_title: str, job_dir: Path,
         for name in store.list_files(scope.folder):
             store.download_to(f"{scope.folder}/{name}", str(target / name))
         staged.append(_Staged(scope, target, remote=True, before=_snapshot(target)))
-    mounted = mount_namespaces_available()
-    if not mounted:
+    linked = os.environ.get(IN_CONTAINER_ENV) == "1" and _link_in_container(
+        [(staged[0].local, DATA_MOUNT)] + ([(staged[1].local, FUNCTION_DATA_MOUNT)] if len(staged) > 1 else []))
+    mounted = not linked and mount_namespaces_available()
+    if not mounted and not linked:
         log(f"/data is not available in this job (no private mount namespace here: needs root and "
             f"util-linux unshare); the program's data directory is DATA_PATH={staged[0].local}.")
     try:
-        yield JobData(staged[0].local, staged[1].local if len(staged) > 1 else None, mounted)
+        yield JobData(staged[0].local, staged[1].local if len(staged) > 1 else None, mounted, linked)
     finally:
         for item in staged:
             if item.remote:
                 _stage_out(store, item, log)
+
+
+def _link_in_container(pairs: list[tuple[Path, str]]) -> bool:
+    """In a container that is the job's alone: make each target path a link to its directory."""
+    try:
+        for source, target in pairs:
+            path = Path(target)
+            if path.is_symlink():
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()  # an image's empty mount point
+            path.symlink_to(source, target_is_directory=True)
+    except OSError:
+        return False
+    return True
 
 
 def _stage_out(store: QsflowStore, item: _Staged, log: Callable[[str], None]) -> None:
