@@ -8,7 +8,10 @@ client; everything else is checked without running anything.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -314,8 +317,10 @@ def test_dependency_allow_list(client):
     spec = dict(entrypoint="echo.py", working_dir=str(PROGRAMS / "basic"))
     # off by default: any valid requirement is accepted
     assert client.upload(QiskitFunction(title="deps-open", dependencies=["tomli-w==1.0.0"], **spec)).version
-    with prefect_api(client.host):
-        Variable.set(ALLOWLIST_VARIABLE, ["tomli-w==1.0.0", "mthree>=2.6"])
+    # set the way the README says, with Prefect's CLI
+    subprocess.run([sys.executable, "-m", "prefect", "variable", "set", ALLOWLIST_VARIABLE,
+                    '["tomli-w==1.0.0", "mthree>=2.6"]'], check=True, capture_output=True,
+                   env={**os.environ, "PREFECT_API_URL": client.host})
     try:
         with pytest.raises(QiskitServerlessException, match="(?s)Code: 400.*Dependency `scipy` is not allowed"):
             client.upload(QiskitFunction(title="deps-refused", dependencies=["tomli-w==1.0.0", "scipy==1.13.0"],
