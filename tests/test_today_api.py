@@ -341,3 +341,27 @@ def test_dependency_allow_list(client):
         with prefect_api(client.host):
             Variable.unset(ALLOWLIST_VARIABLE)
     assert client.upload(QiskitFunction(title="deps-refused", dependencies=["scipy==1.13.0"], **spec)).version == "1"
+
+
+@pytest.mark.parametrize("job_status", ["QUEUED", "INITIALIZING", "RUNNING", "RUNNING: MAPPING",
+                                        "RUNNING: WAITING_FOR_QPU", "DONE", "ERROR", "CANCELED",
+                                        "SUCCEEDED", "FAILED", "STOPPED", "PENDING", "MAPPING"])
+def test_status_filter_is_the_status_map_read_backwards(job_status):
+    """Every state a status filter selects reads back as that status (one status map)."""
+    from flows import status
+
+    wanted = status._GATEWAY_NAMES.get(job_status, job_status)
+    wanted = status.SUB_STATUSES.get(wanted, wanted)
+    types, names = status.state_filter(job_status)
+    for state_type in types:
+        for name in names or [None]:
+            read = status.to_job_status(state_type, name)
+            assert read == wanted or (wanted == "RUNNING" and read.startswith("RUNNING: ")), (state_type, name)
+    # and every state reading as that status is selected
+    all_states = [(t, None) for t in ("SCHEDULED", "PENDING", "PAUSED", "COMPLETED", "FAILED", "CRASHED",
+                                      "CANCELLED", "CANCELLING")]
+    all_states += [("RUNNING", n) for n in ("Running", "INITIALIZING", "RUNNING", *status.SUB_STATUSES.values())]
+    for state_type, name in all_states:
+        read = status.to_job_status(state_type, name)
+        if read == wanted or (wanted == "RUNNING" and read.startswith("RUNNING: ")):
+            assert state_type in types and (names is None or name in names), (state_type, name)
