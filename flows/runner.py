@@ -2,9 +2,11 @@
 
 Every program's deployment points here. The runner fetches the program's archive from the store,
 unpacks it into a fresh directory, prepares its Python environment (INITIALIZING), then runs the
-entrypoint in a child process (RUNNING) with Qiskit Serverless's program contract in place:
-``ARGUMENTS_PATH`` holds the arguments, ``save_result`` writes ``RESULTS_PATH``, and
-``import qiskit_serverless`` resolves to ``serverless_compat``. The program's output becomes the
+entrypoint in a child process (RUNNING) with Qiskit Serverless's program contract in place, every
+generation's at once (``flows.program_contract``, ``flows.job_gateway``): ``ARGUMENTS_PATH`` and the
+older places hold the arguments, ``save_result`` writes ``RESULTS_PATH`` (or reaches it through the
+job's gateway endpoint or the stdout marker), and ``import qiskit_serverless`` resolves to
+``serverless_compat`` unless the function pins a real release. The program's output becomes the
 flow run's logs; its saved result goes to the store under ``jobs/<job id>/result.json``.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -34,7 +35,8 @@ from flows import status
 from deployments.access import ibm_credentials_env
 from flows.data_mounts import job_data
 from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
-from flows.environments import ALIAS_DIR, python_for
+from flows.environments import ALIAS_DIR, environment_info, python_for
+from flows import job_gateway, program_contract
 
 QSFLOW_ROOT = Path(__file__).resolve().parent.parent
 # Children of Prefect's flow-run logger reach the API; job.logs() shows the program's and the
@@ -113,6 +115,15 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str],
     """Run the program, streaming its merged stdout/stderr into the job's (and provider's) logs."""
     loggers: dict[str, PrefectLogAdapter] = {}
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    marker = program_contract.ResultMarker(Path(env["RESULTS_PATH"]))  # releases <= 0.32 without a gateway
+
+    def log(line: str) -> None:
+        tail.append(line)
+        name, text = route_line(line, provider_function)
+        if name not in loggers:
+            loggers[name] = job_logger(name)
+        loggers[name].info(text)
+
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
@@ -121,12 +132,10 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str],
     try:
         assert process.stdout is not None
         for line in process.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            name, text = route_line(line, provider_function)
-            if name not in loggers:
-                loggers[name] = job_logger(name)
-            loggers[name].info(text)
+            for kept in marker.feed(line.rstrip("\n")):
+                log(kept)
+        for kept in marker.flush():
+            log(kept)
         return process.wait(), list(tail)
     finally:
         if process.poll() is None:
@@ -181,7 +190,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         user = job_user(context.flow_run.tags)
         env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title, **record_paths(job_dir))
         env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
-        Path(env["ARGUMENTS_PATH"]).write_text(json.dumps(arguments or {}))
+        arguments_text = program_contract.encode_arguments(arguments, environment_info(python).get("qpy_version"))
 
         if not set_job_state(job_id, status.RUNNING):
             job_logger(RUNNER_LOGGER).warning("The job was stopped before its program started.")
@@ -190,8 +199,15 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
 
         runner_log = job_logger(RUNNER_LOGGER).info
         try:
-            with job_data(store, user, spec.full_title, job_dir, runner_log) as data:
+            with job_data(store, user, spec.full_title, job_dir, runner_log) as data, \
+                    program_contract.arguments_offered(
+                        arguments_text, job_id, arguments_path=Path(env["ARGUMENTS_PATH"]), work_dir=work_dir,
+                        data_dir=data.data_dir, log=runner_log) as arguments_env, \
+                    job_gateway.serve(job_id, Path(env["RESULTS_PATH"]),
+                                      lambda sub: set_job_state(job_id, status.running_state_name(sub))) as gateway:
                 env.update(data.env())
+                env.update(arguments_env)
+                env.update(gateway.env(env))
                 with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
                     returncode, tail = _run_child(data.wrap([python, spec.entrypoint]), work_dir, env,
                                                   provider_function=spec.provider is not None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, Optional
 
 _QISKIT_MARKER = '"__type__"'
 
@@ -62,3 +62,63 @@ def loads(text: str | bytes) -> Any:
 def to_jsonable(value: Any) -> Any:
     """``value`` as plain JSON data (dicts, lists, strings ...), Qiskit objects encoded in place."""
     return json.loads(dumps(value))
+
+
+_QPY_TYPES = ("QuantumCircuit", "Instruction")  # the encoded forms whose payload is QPY
+
+
+def qpy_version_in(text: str) -> Optional[int]:
+    """The newest QPY format version among the circuits encoded in ``text``; None if it has none."""
+    import base64
+    import io
+    import zlib
+
+    from qiskit.qpy import get_qpy_version
+
+    versions = [get_qpy_version(io.BytesIO(zlib.decompress(base64.standard_b64decode(node["__value__"]))))
+                for node in _qpy_nodes(json.loads(text))]
+    return max(versions, default=None)
+
+
+def with_qpy_version(text: str, version: int) -> str:
+    """``text`` (encoded JSON) with every circuit re-encoded as QPY format ``version``.
+
+    For a program whose Qiskit is older than qsflow's: it reads QPY up to its own version only.
+    Raises ValueError naming the fix when qsflow's Qiskit cannot write a format that old.
+    """
+    import base64
+    import io
+    import zlib
+
+    from qiskit import qpy
+
+    value = json.loads(text)
+    nodes = list(_qpy_nodes(value))
+    if not nodes:
+        return text
+    if version < qpy.QPY_COMPATIBILITY_VERSION:
+        raise ValueError(
+            f"The program's Qiskit reads circuits up to QPY format {version}; qsflow's Qiskit writes "
+            f"format {qpy.QPY_COMPATIBILITY_VERSION} or newer. Add a newer Qiskit to the function's "
+            f"dependencies (e.g. \"qiskit>=1.3\") and upload it again."
+        )
+    encoder = _codecs()[0]
+    for node in nodes:
+        with io.BytesIO(zlib.decompress(base64.standard_b64decode(node["__value__"]))) as source:
+            circuits = qpy.load(source)
+        with io.BytesIO() as target:
+            qpy.dump(circuits, target, metadata_serializer=encoder, version=version)
+            node["__value__"] = base64.standard_b64encode(zlib.compress(target.getvalue())).decode()
+    return json.dumps(value, allow_nan=True)
+
+
+def _qpy_nodes(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("__type__") in _QPY_TYPES and isinstance(value.get("__value__"), str):
+            yield value
+            return
+        for item in value.values():
+            yield from _qpy_nodes(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _qpy_nodes(item)
