@@ -183,7 +183,7 @@ def serve(job_id: str, results_path: Path, set_sub_status: Callable[[str], bool]
     server = _JobServer(("127.0.0.1", 0), _Handler)
     server.job = job
     job.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name=f"qsflow-gateway-{job_id}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"qsflow-gateway-{job_id}", daemon=True)
     thread.start()
     try:
         yield job
