@@ -5,8 +5,9 @@ first call builds, once per process:
 
 * the job's flow run, read from the Prefect API by its id (its parameters dropped: the job's arguments need not
   travel with every task);
-* a ``prefect_ray.RayTaskRunner`` on the shared Ray cluster (this process is connected first by
-  :mod:`tasks.ray_connection`, so the runner reuses that connection and never starts or stops Ray);
+* a :class:`tasks.job_task_runner.JobRayTaskRunner` (prefect-ray's ``RayTaskRunner``, shipping the context once per
+  job) on the shared Ray cluster (this process is connected first by :mod:`tasks.ray_connection`, so the runner
+  reuses that connection and never starts or stops Ray);
 * a ``FlowRunContext`` holding both, so that submitted tasks become task runs of the job's flow run.
 
 Each decorated function becomes one Prefect ``task`` (named after the function, tagged with its resources like the
@@ -19,7 +20,7 @@ inside ``prefect_ray.context.remote_options(...)`` carrying the target's Ray opt
 Prefect's task engine runs inside the Ray worker and records the task run itself (through Prefect's events), so
 the runner's event-file recorder (:mod:`tasks.task_runs`) does not see these calls and records nothing twice.
 
-Outside a job there is no flow run to attach to: :func:`in_job` is False and ``distribute_task`` uses the direct
+Outside a job (no ``QSFLOW_JOB_ID``) there is no flow run to attach to and ``distribute_task`` uses the direct
 engine (no Prefect server needed, nothing recorded), as documented in docs/distribute.md.
 """
 
@@ -38,16 +39,16 @@ from prefect.results import ResultStore
 from prefect.states import State
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.callables import get_call_parameters
-from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
 from tasks import ray_connection
+from tasks.job_task_runner import JobRayTaskRunner
 
 if TYPE_CHECKING:
     from tasks.distributed import DistributedTask
 
-JOB_ID_ENV = "QSFLOW_JOB_ID"
+JOB_ID_ENV = ray_connection.JOB_ID_ENV
 ENGINE_TAG = "engine:prefect-ray"
 
 _lock = threading.Lock()
@@ -57,11 +58,6 @@ _context_job: Optional[str] = None
 
 def _job_flow() -> None:
     """Stands for the job's flow in the task runs' context; never called (the runner flow runs the job)."""
-
-
-def in_job() -> bool:
-    """True in a job's program: its distributed calls can become task runs of the job's flow run."""
-    return bool(os.environ.get(JOB_ID_ENV))
 
 
 def job_context() -> FlowRunContext:
@@ -91,7 +87,7 @@ def _build_context(job_id: str) -> FlowRunContext:
             f"API at {os.environ.get('PREFECT_API_URL') or 'the default'}: {error}"
         ) from error
     flow_run = flow_run.model_copy(update={"parameters": {}})  # not shipped with every task
-    runner = RayTaskRunner(address=ray_connection.cluster_address())
+    runner = JobRayTaskRunner(address=ray_connection.cluster_address())
     runner.__enter__()  # Ray is initialized already: the runner neither starts nor later stops it
     flow = Flow(fn=_job_flow, name="qsflow-job", task_runner=runner, persist_result=False)
     return FlowRunContext(

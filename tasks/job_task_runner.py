@@ -1,0 +1,188 @@
+"""``JobRayTaskRunner``: prefect-ray's ``RayTaskRunner`` that ships a job's Prefect context once, not per task.
+
+prefect-ray's runner serializes Prefect's whole context (settings, flow run, tags) with every submit, and each Ray
+worker rebuilds it for every task: the settings model is re-validated from that dict and two fresh API clients are
+made (each loading the CA bundle). Measured here: ~80 ms of CPU per trivial task, ~6 ms without that rebuild
+(docs/distribute.md). This subclass keeps everything else of prefect-ray — the same ``remote_options`` context for
+Ray options, the same ``PrefectRayFuture``, Prefect's own task engine (``run_task_sync``) running the task in the
+Ray worker and reporting its states — and changes only where the context travels:
+
+* the driver serializes the context once per set of active tags and ``ray.put``\\ s it; each task carries only
+  that reference (inside a list, so Ray hands it over unresolved);
+* a worker hydrates each context it meets once (settings first, then one API client, then the flow run) and makes
+  it current around each task it runs.
+
+The ``ray.remote`` wrapper is also built once per set of Ray options instead of once per submit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from typing import Any, Iterable, Iterator, Optional
+
+from prefect.context import (
+    FlowRunContext,
+    SettingsContext,
+    SyncClientContext,
+    TagsContext,
+    hydrated_context,
+    serialize_context,
+)
+from prefect.futures import PrefectFuture
+from prefect.task_engine import run_task_async, run_task_sync
+from prefect.tasks import Task
+from prefect.utilities.collections import visit_collection
+from prefect.utilities.engine import collect_task_run_inputs_sync
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import RemoteOptionsContext
+from prefect_ray.task_runners import PrefectRayFuture
+
+
+class JobRayTaskRunner(RayTaskRunner):
+    """A ``RayTaskRunner`` for long-lived flow runs with many tasks (a qsflow job's distributed calls)."""
+
+    def __init__(self, address: Optional[str] = None, init_kwargs: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(address=address, init_kwargs=init_kwargs)
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[str, ...], tuple[str, Any]] = {}
+        self._remotes: dict[str, Any] = {}
+
+    def duplicate(self) -> "JobRayTaskRunner":
+        return type(self)(address=self.address, init_kwargs=self.init_kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Shipped inside the flow of the serialized context: the other side gets a fresh, unstarted copy (as
+        # ``duplicate`` gives), without this one's lock, caches and Ray refs.
+        return (type(self), (self.address, self.init_kwargs))
+
+    def _shared_context(self) -> tuple[str, Any]:
+        """``(key, ray ref)`` of the current Prefect context, serialized and stored once per set of tags."""
+        import ray
+
+        tags_context = TagsContext.get()
+        tags = tuple(sorted(tags_context.current_tags)) if tags_context else ()
+        shared = self._contexts.get(tags)
+        if shared is None:
+            with self._lock:
+                shared = self._contexts.get(tags)
+                if shared is None:
+                    shared = (uuid.uuid4().hex, ray.put(serialize_context()))
+                    self._contexts[tags] = shared
+        return shared
+
+    def _remote(self, options: dict[str, Any]) -> Any:
+        """The Ray remote function running Prefect tasks with ``options`` (built once per distinct options)."""
+        import ray
+
+        key = json.dumps(options, sort_keys=True, default=str)
+        remote = self._remotes.get(key)
+        if remote is None:
+            remote = ray.remote(**options)(_run_task) if options else ray.remote(_run_task)
+            self._remotes[key] = remote
+        return remote
+
+    def submit(
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Optional[Iterable[PrefectFuture[Any]]] = None,
+        dependencies: Optional[dict[str, set[Any]]] = None,
+    ) -> PrefectRayFuture[Any]:
+        if not self._started:
+            raise RuntimeError("Enter the task runner (`with JobRayTaskRunner(...) as runner:`) before submitting.")
+        task_run_id = uuid.uuid4()
+        if dependencies is None:  # upstream futures become the task run's inputs (lineage in the UI)
+            dependencies = {name: collect_task_run_inputs_sync(value, future_cls=PrefectRayFuture)
+                            for name, value in parameters.items()}
+        context_key, context_ref = self._shared_context()
+        parameters, upstream = self._exchange_prefect_for_ray_futures(parameters)
+        options = RemoteOptionsContext.get().current_remote_options
+        object_ref = self._remote(options).options(name=task.name).remote(
+            *upstream,
+            task=task,
+            task_run_id=task_run_id,
+            shared_context=[context_key, context_ref],
+            parameters=parameters,
+            wait_for=wait_for,
+            dependencies=dependencies,
+        )
+        return PrefectRayFuture(task_run_id=task_run_id, wrapped_future=object_ref)
+
+
+# --- in the Ray worker -------------------------------------------------------------------------------------------
+
+def prepare_worker() -> None:
+    """Ray worker setup hook of a job (``tasks.ray_connection``): importing this module has loaded Prefect's task
+    engine, the seconds-long part of a worker's first Prefect task; nothing else to do."""
+
+_hydrated: dict[str, list[Any]] = {}
+_stacks: list[contextlib.ExitStack] = []  # one per hydrated context, never closed: clients stay open while the worker lives
+_hydrate_lock = threading.Lock()
+
+
+def _hydrate(key: str, context_ref: Any) -> list[Any]:
+    """The context objects for ``key``, built the first time this worker meets it and kept for its lifetime."""
+    contexts = _hydrated.get(key)
+    if contexts is not None:
+        return contexts
+    import ray
+
+    with _hydrate_lock:
+        contexts = _hydrated.get(key)
+        if contexts is None:
+            serialized = dict(ray.get(context_ref))
+            stack = contextlib.ExitStack()
+            settings = serialized.pop("settings_context", None)
+            if settings:
+                stack.enter_context(SettingsContext(**settings))  # before the client, which reads the settings
+            client = stack.enter_context(SyncClientContext())
+            stack.enter_context(hydrated_context(serialized, client=client.client))
+            contexts = [ctx for ctx in (SettingsContext.get(), client, FlowRunContext.get(), TagsContext.get())
+                        if ctx is not None]
+            _quiet_console()
+            _stacks.append(stack)
+            _hydrated[key] = contexts
+    return contexts
+
+
+def _quiet_console() -> None:
+    """Prefect's task-run log lines go to the API (the task run's logs in the UI), not through the root logger's
+    console handler to this worker's stdout, which Ray forwards into the job's log: that log keeps what the
+    program and its tasks print or log themselves."""
+    logging.getLogger("prefect.task_runs").propagate = False
+
+
+@contextlib.contextmanager
+def _current(contexts: list[Any]) -> Iterator[None]:
+    """Make each hydrated context the active one of its kind for this block (they are entered once, at hydration)."""
+    tokens = [(type(ctx).__var__, type(ctx).__var__.set(ctx)) for ctx in contexts]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def _run_task(*upstream: Any, task: Task[Any, Any], task_run_id: uuid.UUID, shared_context: list[Any],
+              parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+    """Run one Prefect task with Prefect's task engine, in the job's context; returns the task run's final state.
+
+    ``upstream`` holds the Ray refs of upstream tasks: passing them as arguments makes Ray wait for them.
+    """
+    import asyncio
+
+    import ray
+
+    contexts = _hydrate(*shared_context)
+    parameters = visit_collection(parameters, return_data=True,
+                                  visit_fn=lambda x: ray.get(x) if isinstance(x, ray.ObjectRef) else x)
+    kwargs = dict(task=task, task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
+                  dependencies=dependencies, return_type="state")
+    with _current(contexts):
+        if task.isasync:
+            return asyncio.run(run_task_async(**kwargs))
+        return run_task_sync(**kwargs)
