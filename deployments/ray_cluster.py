@@ -48,9 +48,20 @@ _ALIAS_DIR = _QSFLOW_ROOT / "serverless_compat" / "_alias"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+# A job's log is what its program and tasks print, line for line: Ray forwards task output to the driver without
+# folding repeated lines into "[repeated 3x across cluster]" and without terminal colours. Read at ``import ray``.
+JOB_LOG_ENV = {"RAY_DEDUP_LOGS": "0", "RAY_COLOR_PREFIX": "0"}
+
+
+def is_local(address: str) -> bool:
+    """True for the local head's address (a single node on 127.0.0.1)."""
+    return address.startswith("127.0.0.1:")
+
+
 def driver_env(address: str) -> dict[str, str]:
-    """Environment a Ray driver joining ``address`` needs: the loopback switch for the local head."""
-    return dict(LOOPBACK_ENV) if address.startswith("127.0.0.1:") else {}
+    """Environment a job's Ray driver joining ``address`` needs: plain, complete task output in the job's log,
+    and the loopback switch for the local head."""
+    return {**JOB_LOG_ENV, **(LOOPBACK_ENV if is_local(address) else {})}
 
 
 class RayClusterError(RuntimeError):

@@ -1,14 +1,13 @@
-"""``distribute_task`` and its helpers: run a function as a Ray task with a resource target.
+"""``distribute_task`` and its helpers: run a function as a distributed task with a resource target.
 
-Calling a decorated function submits it to the shared Ray cluster with the target's options and returns the
-task's Ray ``ObjectRef`` at once (so ``ray.get``/``ray.wait``/``ray.cancel`` work on it too); ``get`` resolves
-refs and re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
-``get_refs_by_status`` splits refs into finished and pending. Inside a job each call is also recorded as a
-Prefect task run of the job's flow run, tagged with its resources (see :mod:`tasks.task_events`).
-
-Two engines run the calls (docs/distribute.md): ``direct`` (the default, above) and ``prefect-ray``, the design
-card's Prefect tasks on prefect-ray's ``RayTaskRunner`` (:mod:`tasks.prefect_ray_engine`), chosen with
-``@distribute_task(engine="prefect-ray")`` or ``QSFLOW_TASK_ENGINE=prefect-ray``. This module only dispatches.
+Two engines run the calls (docs/distribute.md). Inside a job the default, ``prefect-ray``, makes each call a Prefect
+task run by prefect-ray's ``RayTaskRunner`` under ``remote_options`` built from the target, a task run of the job's
+flow run (:mod:`tasks.prefect_ray_engine`); the call returns a ``PrefectRayFuture`` at once. The ``direct`` engine
+(``@distribute_task(engine="direct")`` or ``QSFLOW_TASK_ENGINE=direct``; also every call outside a job) submits the
+function straight to Ray with the target's options and returns its Ray ``ObjectRef``; inside a job the runner
+records each such call as a task run from outside (:mod:`tasks.task_events`). ``get`` resolves refs of either kind
+and re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
+``get_refs_by_status`` splits refs into finished and pending.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ def check_engine(engine: Optional[str], source: str = "engine") -> Optional[str]
 
 
 def selected_engine(explicit: Optional[str] = None) -> str:
-    """The engine for a call: the decorator's ``engine=``, else ``QSFLOW_TASK_ENGINE``, else ``direct``."""
-    return explicit or check_engine(os.environ.get(ENGINE_ENV), ENGINE_ENV) or DIRECT
+    """The engine for a call: the decorator's ``engine=``, else ``QSFLOW_TASK_ENGINE``, else ``prefect-ray``."""
+    return explicit or check_engine(os.environ.get(ENGINE_ENV), ENGINE_ENV) or PREFECT_RAY
 
 
 class DistributedTask(Generic[R]):
@@ -82,16 +81,15 @@ class DistributedTask(Generic[R]):
         self._checked = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if selected_engine(self.engine) == PREFECT_RAY:
-            from tasks import prefect_ray_engine
-
-            if prefect_ray_engine.in_job():  # outside a job: the direct engine (no flow run to attach to)
-                self._check()
-                if self._prefect_task is None:
-                    self._prefect_task = prefect_ray_engine.prefect_task(self)
-                return prefect_ray_engine.submit(self, self._prefect_task, args, kwargs)
-        remote = self._remote_function()
+        # Connects first: in a job, Ray then starts the job's workers, which load Prefect while this process does.
         self._check()
+        if selected_engine(self.engine) == PREFECT_RAY and os.environ.get(ray_connection.JOB_ID_ENV):
+            from tasks import prefect_ray_engine  # outside a job: the direct engine (no flow run to attach to)
+
+            if self._prefect_task is None:
+                self._prefect_task = prefect_ray_engine.prefect_task(self)
+            return prefect_ray_engine.submit(self, self._prefect_task, args, kwargs)
+        remote = self._remote_function()
         ref = remote.remote(*args, **kwargs)
         log = event_log()
         if log is not None:
@@ -110,7 +108,7 @@ def distribute_task(target: TargetLike = None,
 
     ``@distribute_task(target={"cpu": 0.5, "mem": 2 * 1024**3})``; calling the function returns a reference at
     once, to pass to ``get``. A target no node of the cluster can hold raises ``UnsatisfiableTargetError`` at the
-    first call. ``engine`` is ``"direct"`` or ``"prefect-ray"`` (default: ``QSFLOW_TASK_ENGINE``, else direct).
+    first call. ``engine`` is ``"direct"`` or ``"prefect-ray"`` (default: ``QSFLOW_TASK_ENGINE``, else prefect-ray).
     """
     resolved = as_target(target)
     check_engine(engine)

@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import Any, Optional
 
+JOB_ID_ENV = "QSFLOW_JOB_ID"  # set by the runner in a job's program: the job's flow-run id
 _lock = threading.Lock()
 _capacity: Optional[list[dict[str, float]]] = None
 
@@ -23,16 +24,15 @@ def cluster_address() -> str:
 
 def connect() -> Any:
     """Import Ray and connect to the shared cluster unless this process already is connected; return ``ray``."""
-    from deployments.ray_cluster import driver_env
+    from deployments.ray_cluster import driver_env, is_local
 
     connected = sys.modules.get("ray")
     if connected is not None and connected.is_initialized():
         return connected  # get()/put() call this per use: no address look-up once connected
     address = cluster_address()
-    extra_env = driver_env(address)
-    local_head = bool(extra_env)
-    if local_head:
-        os.environ.update(extra_env)  # read by Ray at import: keep this driver on 127.0.0.1
+    local_head = is_local(address)
+    for key, value in driver_env(address).items():
+        os.environ.setdefault(key, value)  # read by Ray at import (a job's runner has set them already)
     import ray
 
     if local_head:
@@ -45,16 +45,26 @@ def connect() -> Any:
         return ray
     with _lock:
         if not ray.is_initialized():
-            job_id = os.environ.get("QSFLOW_JOB_ID")
+            job_id = os.environ.get(JOB_ID_ENV)
             job_config = ray.job_config.JobConfig(metadata={"qsflow_job_id": job_id}) if job_id else None
             ray.init(
                 address=address,
                 job_config=job_config,
+                runtime_env=_job_runtime_env(job_id),
                 log_to_driver=True,
                 logging_level="WARNING",
                 configure_logging=True,
             )
     return ray
+
+
+def _job_runtime_env(job_id: Optional[str]) -> Optional[dict[str, Any]]:
+    """A job's workers import Prefect's task engine as they start (Ray starts a job's first workers when its
+    program connects), so the job's first Prefect tasks do not wait for that import. Not for plain scripts,
+    nor for jobs that chose the direct engine for all their calls."""
+    if not job_id or os.environ.get("QSFLOW_TASK_ENGINE") == "direct":
+        return None
+    return {"worker_process_setup_hook": "tasks.job_task_runner.prepare_worker"}
 
 
 def node_capacities(refresh: bool = False) -> list[dict[str, float]]:

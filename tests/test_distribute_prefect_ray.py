@@ -42,10 +42,10 @@ def test_unknown_engines_are_refused_naming_the_valid_ones(monkeypatch: pytest.M
     monkeypatch.setenv(ENGINE_ENV, "prefect_ray")
     with pytest.raises(ValueError, match=f"Unknown distribute_task {ENGINE_ENV} 'prefect_ray'; valid engines"):
         one()
-    monkeypatch.setenv(ENGINE_ENV, "prefect-ray")
-    assert selected_engine() == "prefect-ray" and selected_engine("direct") == "direct"
+    monkeypatch.setenv(ENGINE_ENV, "direct")
+    assert selected_engine() == "direct" and selected_engine("prefect-ray") == "prefect-ray"
     monkeypatch.delenv(ENGINE_ENV)
-    assert selected_engine() == "direct"
+    assert selected_engine() == "prefect-ray"  # the default: the design card's engine
 
 
 def test_outside_a_job_the_prefect_ray_engine_runs_tasks_directly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,11 +83,16 @@ def _final_task_runs(prefect: Any, job_id: str, expected: int, timeout: float = 
 def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> None:
     function = client.upload(QiskitFunction(
         title="prefect-ray-tasks", entrypoint="main.py", working_dir=str(PROGRAMS / "prefect_ray_tasks"),
-        env_vars={ENGINE_ENV: "prefect-ray"},  # cube() has no engine= and takes it from here
-    ))
-    started = time.monotonic()
-    job = function.run(tasks=TASKS)
-    result = job.result(cadence=1)
+    ))  # cube() has no engine=: the default engine, prefect-ray
+    # Prefect's tag-based concurrency applies to the task runs' resource tags: one held() at a time
+    limited_tag = "resource:qsflow_widget=0.5"
+    prefect.create_concurrency_limit(tag=limited_tag, concurrency_limit=1)
+    try:
+        started = time.monotonic()
+        job = function.run(tasks=TASKS)
+        result = job.result(cadence=1)
+    finally:
+        prefect.delete_concurrency_limit_by_tag(limited_tag)
     print(f"job done in {time.monotonic() - started:.1f} s; first batch of {TASKS} tasks "
           f"{result['first_batch_s']:.1f} s")
 
@@ -98,9 +103,16 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert result["error"] == ["Unlucky", "13 is unlucky"]
     assert result["cubes"] == [0, 1, 8] and result["plain"] == 2
     assert result["assigned"] == {"CPU": 0.5, "memory": 64 * 1024 * 1024, "qsflow_widget": 1.0}
+    (start_a, end_a), (start_b, end_b) = result["held"]
+    assert end_a <= start_b or end_b <= start_a, "two task runs under a tag concurrency limit of 1 overlapped"
+
+    # the job's log holds what the tasks print, not Prefect's own task-run lines (those are the task runs' logs)
+    logs = job.logs()
+    assert all(f"squaring {i}" in logs for i in range(TASKS)), logs
+    assert "Finished in state" not in logs and "repeated" not in logs and "\x1b[" not in logs, logs
 
     # every call is one task run of the job's flow run: the engine's own, or (plain) the runner's, never both
-    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1}
+    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1, "held": 2}
     runs = _final_task_runs(prefect, job.job_id, expected=sum(functions.values()))
     assert all(str(r.flow_run_id) == job.job_id for r in runs)
     by_function = Counter(r.name.rsplit("-", 1)[0] for r in runs)

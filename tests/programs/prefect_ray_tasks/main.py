@@ -1,7 +1,7 @@
 """distribute_task with the prefect-ray engine inside a job: values, put refs, chained futures, errors, resources.
 
-``square``, ``assigned``, ``total`` and ``unlucky`` choose the engine on the decorator; ``cube`` takes it from
-QSFLOW_TASK_ENGINE (set through the function's env_vars, or not); ``plain`` pins the direct engine.
+``square``, ``assigned``, ``total`` and ``unlucky`` choose the engine on the decorator; ``cube`` takes the default
+(QSFLOW_TASK_ENGINE, else prefect-ray); ``plain`` pins the direct engine.
 """
 
 import time
@@ -16,6 +16,7 @@ class Unlucky(LookupError):
 
 @distribute_task(target={"cpu": 0.5}, engine="prefect-ray")
 def square(x):
+    print(f"squaring {x}")
     return x * x
 
 
@@ -40,6 +41,14 @@ def cube(x):
     return x ** 3
 
 
+@distribute_task(target={"cpu": 0.5, "resources": {"qsflow_widget": 0.5}})
+def held(seconds):
+    """Runs ``seconds``; the test puts a Prefect tag concurrency limit of 1 on this target's resource tag."""
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
 @distribute_task(target={"cpu": 0.5}, engine="direct")
 def plain(x):
     return x + 1
@@ -62,6 +71,7 @@ try:
 except Unlucky as exc:
     error = [type(exc).__name__, str(exc)]
 plain_value = get(plain(1))
+held_spans = get([held(1.5), held(1.5)])
 cube_refs = [cube(i) for i in range(3)]
 save_result({
     "ref_type": type(refs[0]).__name__,
@@ -74,4 +84,5 @@ save_result({
     "error": error,
     "cubes": get(cube_refs),  # last: the program ends right after these tasks
     "plain": plain_value,
+    "held": held_spans,
 })
