@@ -29,6 +29,7 @@ from deployments.programs import read_deployment
 from flows import status
 from flows.job_outputs import read_json
 from flows.runner import JOB_LOGGERS, USER_TAG_PREFIX
+from flows.status_events import emit_status
 
 JOB_TAG = "qsflow-job"
 
@@ -47,12 +48,14 @@ def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[s
     parent_task_run_id = None
     if parent_job_id:
         parent_task_run_id = _subflow_task_run(client, parent_job_id, full_title).id
-    return client.create_flow_run_from_deployment(
+    flow_run = client.create_flow_run_from_deployment(
         deployment.id,
         parameters={"arguments": encoded_arguments},
         tags=[JOB_TAG, f"{USER_TAG_PREFIX}{user}"],
         parent_task_run_id=parent_task_run_id,
     )
+    emit_status(flow_run.id, full_title, status.QUEUED)
+    return flow_run
 
 
 def _subflow_task_run(client: SyncPrefectClient, parent_job_id: str, full_title: str):
@@ -83,7 +86,11 @@ def stop(client: SyncPrefectClient, job_id: str) -> str:
     flow_run = read(client, job_id)
     if job_status(flow_run) in status.TERMINAL:
         return f"Job [{job_id}] has already stopped."
-    client.set_flow_run_state(flow_run.id, Cancelling(message="Stopped by the user (job.stop())."), force=True)
+    result = client.set_flow_run_state(flow_run.id, Cancelling(message="Stopped by the user (job.stop())."),
+                                       force=True)
+    # A run no worker picked up yet goes straight to Cancelled (Prefect answers REJECT with that state).
+    if result.state is not None and status.to_job_status(result.state.type, result.state.name) == status.CANCELED:
+        emit_status(flow_run.id, flow_run.parameters.get("program", flow_run.name), status.CANCELED)
     return f"Job [{job_id}] has been stopped."
 
 

@@ -31,7 +31,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Running
 
-from flows import status
+from flows import status, status_events
 from deployments.access import ibm_credentials_env
 from flows.data_mounts import job_data
 from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
@@ -51,13 +51,19 @@ class ProgramFailed(RuntimeError):
     """The uploaded program exited with an error; the message holds the end of its traceback."""
 
 
-def set_job_state(flow_run_id: Any, name: str) -> bool:
-    """Propose ``Running(name=name)`` for the flow run; False if Prefect refused (e.g. cancelling)."""
+def set_job_state(flow_run_id: Any, name: str, program: Optional[str] = None) -> bool:
+    """Propose ``Running(name=name)`` for the flow run; False if Prefect refused (e.g. cancelling).
+
+    Once accepted, the change is emitted as a ``qsflow.job.status`` event of ``program``.
+    """
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         result = client.set_flow_run_state(flow_run_id, Running(name=name))
-    return result.status.value == "ACCEPT"
+    accepted = result.status.value == "ACCEPT"
+    if accepted and program is not None:
+        status_events.emit_status(flow_run_id, program, status.to_job_status("RUNNING", name))
+    return accepted
 
 
 def _unpack(archive: bytes, target: Path) -> None:
@@ -161,7 +167,7 @@ def _failure_text(returncode: int, tail: list[str]) -> str:
     return f"The program failed ({reason}).\n{detail}".rstrip()
 
 
-@flow(name="qsflow-runner", persist_result=False, validate_parameters=True)
+@flow(name="qsflow-runner", persist_result=False, validate_parameters=True, **status_events.FINAL_HOOKS)
 def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None) -> None:
     """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``."""
     from blocks.storage import load_store
@@ -172,7 +178,8 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     job_id = str(context.flow_run.id)
-    set_job_state(job_id, status.INITIALIZING)
+    status_events.emit_queued_if_unseen(context.flow_run, program)
+    set_job_state(job_id, status.INITIALIZING, program)
 
     store = load_store()
     spec = read_spec(store, program, version)
@@ -192,7 +199,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
         arguments_text = program_contract.encode_arguments(arguments, environment_info(python).get("qpy_version"))
 
-        if not set_job_state(job_id, status.RUNNING):
+        if not set_job_state(job_id, status.RUNNING, program):
             job_logger(RUNNER_LOGGER).warning("The job was stopped before its program started.")
             return
         from tasks.task_runs import recording
@@ -204,7 +211,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
                         arguments_text, job_id, arguments_path=Path(env["ARGUMENTS_PATH"]), work_dir=work_dir,
                         data_dir=data.data_dir, log=runner_log) as arguments_env, \
                     job_gateway.serve(job_id, Path(env["RESULTS_PATH"]),
-                                      lambda sub: set_job_state(job_id, status.running_state_name(sub))) as gateway:
+                                      lambda sub: set_job_state(job_id, status.running_state_name(sub), program)) as gateway:
                 env.update(data.env())
                 env.update(arguments_env)
                 env.update(gateway.env(env))

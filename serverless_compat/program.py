@@ -92,4 +92,9 @@ def update_status(status: str) -> bool:
         headers=_api_headers(), timeout=30,
     )
     response.raise_for_status()
-    return response.json().get("status") == "ACCEPT"
+    accepted = response.json().get("status") == "ACCEPT"
+    if accepted:
+        from flows.status_events import post_status
+
+        post_status(api, _api_headers(), job_id, os.environ.get("QSFLOW_FUNCTION", ""), name)
+    return accepted

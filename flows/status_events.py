@@ -1,0 +1,88 @@
+"""``qsflow.job.status``: one Prefect event per status change of a job.
+
+Each event names the job (resource ``prefect.flow-run.<job id>``, so the Prefect UI lists it in the
+flow run's event feed), the program and the Qiskit Serverless status string, as resource labels
+(``qsflow.job``, ``qsflow.function``, ``qsflow.status``: what automations match on) and as payload.
+
+Who emits what — each change is emitted by the process that makes it:
+
+- ``QUEUED``: the client, when it creates the flow run (``deployments.jobs.submit``). A run created
+  around the client (a schedule, a trigger, the Prefect UI) gets its QUEUED from the runner when it
+  starts, dated back to the run's creation.
+- ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``: the runner, once Prefect accepted the state.
+- ``DONE`` / ``ERROR``: the runner flow's completion/failure/crash hooks, after Prefect recorded the
+  final state.
+- ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``. A
+  cancel from the Prefect UI shows as Prefect's own ``prefect.flow-run.Cancelling`` event only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+STATUS_EVENT = "qsflow.job.status"
+
+
+def status_resource(job_id: str, function: str, job_status: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"prefect.flow-run.{job_id}",
+        "qsflow.job": str(job_id),
+        "qsflow.function": function,
+        "qsflow.status": job_status,
+    }
+
+
+def emit_status(job_id: Any, function: str, job_status: str, occurred: Optional[datetime] = None) -> None:
+    """Emit ``qsflow.job.status`` for ``job_id`` of program ``function`` entering ``job_status``."""
+    from prefect.events import emit_event
+
+    extra = {"occurred": occurred} if occurred is not None else {}
+    emit_event(
+        event=STATUS_EVENT,
+        resource=status_resource(str(job_id), function, job_status),
+        payload={"job_id": str(job_id), "function": function, "status": job_status},
+        **extra,
+    )
+
+
+def post_status(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str) -> None:
+    """Emit the event from a program's process, over Prefect's REST API (no Prefect import there)."""
+    import uuid
+    from datetime import timezone
+
+    import httpx
+
+    event = {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
+             "event": STATUS_EVENT, "resource": status_resource(job_id, function, job_status),
+             "payload": {"job_id": job_id, "function": function, "status": job_status}}
+    httpx.post(f"{api.rstrip('/')}/events", json=[event], headers=headers, timeout=30).raise_for_status()
+
+
+def emit_queued_if_unseen(flow_run: Any, function: str) -> None:
+    """At the runner's start: a run the client did not create (no job tag) had no QUEUED event yet;
+    emit it, dated to the run's creation."""
+    from deployments.jobs import JOB_TAG
+
+    if JOB_TAG not in (flow_run.tags or []):
+        emit_status(flow_run.id, function, "QUEUED", occurred=flow_run.created)
+
+
+def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    """A runner-flow hook: emit the job's final status (DONE or ERROR) once Prefect recorded it."""
+    from flows import status
+
+    function = (flow_run.parameters or {}).get("program", flow_run.name)
+    emit_status(flow_run.id, function, status.to_job_status(state.type, state.name))
+    _flush()
+
+
+def _flush() -> None:
+    """Send queued events now: the runner's process may end right after the final state."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+
+
+FINAL_HOOKS = {"on_completion": [_final_status_hook], "on_failure": [_final_status_hook],
+               "on_crashed": [_final_status_hook]}
