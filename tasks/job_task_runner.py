@@ -7,10 +7,11 @@ made (each loading the CA bundle). Measured here: ~80 ms of CPU per trivial task
 Ray options, the same ``PrefectRayFuture``, Prefect's own task engine (``run_task_sync``) running the task in the
 Ray worker and reporting its states — and changes only where the context travels:
 
-* the driver serializes the context once per set of active tags and ``ray.put``\\ s it; each task carries only
-  that reference (inside a list, so Ray hands it over unresolved);
+* the driver serializes the context once per set of active tags, and each task object once, and ``ray.put``\\ s
+  them; each call carries only those references (inside lists, so Ray hands them over unresolved);
 * a worker hydrates each context it meets once (settings first, then one API client, then the flow run) and makes
-  it current around each task it runs.
+  it current around each task it runs; it unpickles each task once, so a function shipped by value keeps its
+  module-level state (say, a cache of pass managers) across calls on that worker, as a Ray remote function does.
 
 The ``ray.remote`` wrapper is also built once per set of Ray options instead of once per submit.
 """
@@ -49,6 +50,7 @@ class JobRayTaskRunner(RayTaskRunner):
         super().__init__(address=address, init_kwargs=init_kwargs)
         self._lock = threading.Lock()
         self._contexts: dict[tuple[str, ...], tuple[str, Any]] = {}
+        self._tasks: dict[int, tuple[Task[Any, Any], str, Any]] = {}
         self._remotes: dict[str, Any] = {}
 
     def duplicate(self) -> "JobRayTaskRunner":
@@ -73,6 +75,20 @@ class JobRayTaskRunner(RayTaskRunner):
                     shared = (uuid.uuid4().hex, ray.put(serialize_context()))
                     self._contexts[tags] = shared
         return shared
+
+    def _shared_task(self, task: Task[Any, Any]) -> tuple[str, Any]:
+        """``(key, ray ref)`` of ``task``, stored once: a worker unpickles each task once, so module-level state of
+        a function shipped by value (a cache in the program's ``__main__``) lasts across its calls, as with Ray."""
+        import ray
+
+        shared = self._tasks.get(id(task))
+        if shared is None or shared[0] is not task:
+            with self._lock:
+                shared = self._tasks.get(id(task))
+                if shared is None or shared[0] is not task:
+                    shared = (task, uuid.uuid4().hex, ray.put(task))
+                    self._tasks[id(task)] = shared
+        return shared[1], shared[2]
 
     def _remote(self, options: dict[str, Any]) -> Any:
         """The Ray remote function running Prefect tasks with ``options`` (built once per distinct options)."""
@@ -103,7 +119,7 @@ class JobRayTaskRunner(RayTaskRunner):
         options = RemoteOptionsContext.get().current_remote_options
         object_ref = self._remote(options).options(name=task.name).remote(
             *upstream,
-            task=task,
+            shared_task=list(self._shared_task(task)),
             task_run_id=task_run_id,
             shared_context=[context_key, context_ref],
             parameters=parameters,
@@ -120,6 +136,7 @@ def prepare_worker() -> None:
     engine, the seconds-long part of a worker's first Prefect task; nothing else to do."""
 
 _hydrated: dict[str, list[Any]] = {}
+_tasks: dict[str, Task[Any, Any]] = {}
 _stacks: list[contextlib.ExitStack] = []  # one per hydrated context, never closed: clients stay open while the worker lives
 _hydrate_lock = threading.Lock()
 
@@ -167,7 +184,17 @@ def _current(contexts: list[Any]) -> Iterator[None]:
             var.reset(token)
 
 
-def _run_task(*upstream: Any, task: Task[Any, Any], task_run_id: uuid.UUID, shared_context: list[Any],
+def _task(key: str, task_ref: Any) -> Task[Any, Any]:
+    """The task stored under ``key``, unpickled the first time this worker meets it and kept."""
+    task = _tasks.get(key)
+    if task is None:
+        import ray
+
+        task = _tasks.setdefault(key, ray.get(task_ref))
+    return task
+
+
+def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, shared_context: list[Any],
               parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
     """Run one Prefect task with Prefect's task engine, in the job's context; returns the task run's final state.
 
@@ -178,6 +205,7 @@ def _run_task(*upstream: Any, task: Task[Any, Any], task_run_id: uuid.UUID, shar
     import ray
 
     contexts = _hydrate(*shared_context)
+    task = _task(*shared_task)
     parameters = visit_collection(parameters, return_data=True,
                                   visit_fn=lambda x: ray.get(x) if isinstance(x, ray.ObjectRef) else x)
     kwargs = dict(task=task, task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,

@@ -103,6 +103,12 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert result["error"] == ["Unlucky", "13 is unlucky"]
     assert result["cubes"] == [0, 1, 8] and result["plain"] == 2
     assert result["assigned"] == {"CPU": 0.5, "memory": 64 * 1024 * 1024, "qsflow_widget": 1.0}
+    # a worker unpickles each task once: the program's module state lasts across the calls a worker runs
+    per_worker: dict[int, list[int]] = {}
+    for pid, count in result["remembered"]:
+        per_worker.setdefault(pid, []).append(count)
+    assert all(counts == list(range(1, len(counts) + 1)) for counts in per_worker.values()), per_worker
+    assert max(max(counts) for counts in per_worker.values()) > 1, per_worker
     (start_a, end_a), (start_b, end_b) = result["held"]
     assert end_a <= start_b or end_b <= start_a, "two task runs under a tag concurrency limit of 1 overlapped"
 
@@ -112,7 +118,8 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert "Finished in state" not in logs and "repeated" not in logs and "\x1b[" not in logs, logs
 
     # every call is one task run of the job's flow run: the engine's own, or (plain) the runner's, never both
-    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1, "held": 2}
+    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1, "held": 2,
+                 "remember": 8}
     runs = _final_task_runs(prefect, job.job_id, expected=sum(functions.values()))
     assert all(str(r.flow_run_id) == job.job_id for r in runs)
     by_function = Counter(r.name.rsplit("-", 1)[0] for r in runs)

@@ -49,6 +49,16 @@ def held(seconds):
     return start, time.time()
 
 
+_CALLS = []  # module state of the program: each Ray worker keeps its own copy across the calls it runs
+
+
+@distribute_task(target={"cpu": 0.5})
+def remember():
+    import os
+    _CALLS.append(1)
+    return os.getpid(), len(_CALLS)
+
+
 @distribute_task(target={"cpu": 0.5}, engine="direct")
 def plain(x):
     return x + 1
@@ -72,6 +82,7 @@ except Unlucky as exc:
     error = [type(exc).__name__, str(exc)]
 plain_value = get(plain(1))
 held_spans = get([held(1.5), held(1.5)])
+remembered = [get(remember()) for _ in range(8)]
 cube_refs = [cube(i) for i in range(3)]
 save_result({
     "ref_type": type(refs[0]).__name__,
@@ -85,4 +96,5 @@ save_result({
     "cubes": get(cube_refs),  # last: the program ends right after these tasks
     "plain": plain_value,
     "held": held_spans,
+    "remembered": remembered,
 })
