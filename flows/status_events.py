@@ -69,12 +69,18 @@ def emit_queued_if_unseen(flow_run: Any, function: str) -> None:
 
 
 def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    """A runner-flow hook: emit the job's final status (DONE or ERROR) once Prefect recorded it."""
-    from flows import status
+    """A runner-flow hook: emit the job's final status (DONE or ERROR) once Prefect recorded it,
+    then record its usage table and result summary as artifacts (``flows.job_usage``)."""
+    from flows import job_usage, status
 
     function = (flow_run.parameters or {}).get("program", flow_run.name)
     emit_status(flow_run.id, function, status.to_job_status(state.type, state.name))
     _flush()
+    from blocks.storage import load_store
+
+    store = load_store()
+    path = f"jobs/{flow_run.id}/result.json"
+    job_usage.create_artifacts(flow_run.id, function, store.read_bytes(path) if store.exists(path) else None)
 
 
 def _flush() -> None:

@@ -107,6 +107,14 @@ class Job:
         events = [JobEvent.from_json(e) for e in self._job_service.events(self.job_id)]
         return [e for e in events if type is None or e.event_type == type]
 
+    def resource_usage(self) -> dict[str, dict[str, float]]:
+        """Wall time the job spent in each status so far: ``{"RUNNING: MAPPING": {"WALL_TIME": 1.2}, ...}``.
+
+        Computed from the flow run's state history, in the order the statuses were entered; a
+        terminal status takes no time. (Named apart from the client's ``usage()``: IBM Quantum quota.)
+        """
+        return self._job_service.resource_usage(self.job_id)
+
     def runtime_jobs(self, runtime_session: Optional[str] = None) -> list[str]:
         """Ids of the Qiskit Runtime jobs the program started (in ``runtime_session`` if given)."""
         return [r["runtime_job"] for r in self._job_service.runtime_jobs(self.job_id)

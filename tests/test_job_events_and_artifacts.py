@@ -1,4 +1,5 @@
-"""Every status change of a job is a Prefect event ``qsflow.job.status``, read back through Prefect's events API."""
+"""Every status change of a job is a Prefect event ``qsflow.job.status`` (read back through Prefect's
+events API); a finished job has a resource-usage table and a result summary as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -35,9 +36,19 @@ def statuses_fn(client):
                                         working_dir=str(PROGRAMS / "statuses")))
 
 
-def test_every_status_change_is_an_event_in_order(statuses_fn, prefect):
+@pytest.fixture(scope="module")
+def done_job(statuses_fn):
     job = statuses_fn.run()
     assert job.result(cadence=1) == {"accepted": [True] * 5}
+    return job
+
+
+SUB_STATUSES = ["RUNNING: MAPPING", "RUNNING: OPTIMIZING_FOR_HARDWARE", "RUNNING: WAITING_FOR_QPU",
+                "RUNNING: EXECUTING_QPU", "RUNNING: POST_PROCESSING"]
+
+
+def test_every_status_change_is_an_event_in_order(done_job, prefect):
+    job = done_job
     events = status_events(prefect, job.job_id, until="DONE")
     assert [e.resource["qsflow.status"] for e in events] == [
         "QUEUED", "INITIALIZING", "RUNNING",
@@ -57,3 +68,33 @@ def test_a_stopped_job_emits_canceled(statuses_fn, prefect):
     events = status_events(prefect, job.job_id, until="CANCELED")
     assert [e.resource["qsflow.status"] for e in events][0] == "QUEUED"
     assert job.status() == "CANCELED"
+
+
+def test_usage_table_and_result_summary_are_artifacts(done_job, prefect):
+    import json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.job_usage import usage_rows
+
+    usage = done_job.resource_usage()
+    assert list(usage) == ["QUEUED", "INITIALIZING", "RUNNING", *SUB_STATUSES]
+    for name in SUB_STATUSES:  # the program sleeps 0.7 s in each
+        assert usage[name]["WALL_TIME"] >= 0.7, usage
+    deadline = time.monotonic() + EVENT_DEADLINE
+    while True:  # the final-state hook writes them just after DONE
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[done_job.job_id])))
+        by_key = {a.key: a for a in artifacts}
+        if len(by_key) == 2:
+            break
+        assert time.monotonic() < deadline, list(by_key)
+        time.sleep(0.5)
+    table = by_key["status-events-resource-usage"]
+    assert table.type == "table"
+    assert json.loads(table.data) == usage_rows(usage)
+    summary = by_key["status-events-result"]
+    assert summary.type == "markdown"
+    assert "| `accepted` | list of 5 (bool `true`) |" in summary.data
+    # job.result() is unchanged: only what the program saved.
+    assert done_job.result() == {"accepted": [True] * 5}
