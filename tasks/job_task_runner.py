@@ -13,7 +13,9 @@ Ray worker and reporting its states — and changes only where the context trave
   it current around each task it runs; it unpickles each task once, so a function shipped by value keeps its
   module-level state (say, a cache of pass managers) across calls on that worker, as a Ray remote function does.
 
-The ``ray.remote`` wrapper is also built once per set of Ray options instead of once per submit.
+The ``ray.remote`` wrapper is also built once per set of Ray options instead of once per submit, and a worker
+asks the server for tag concurrency slots only when one of a task run's tags has a limit (it re-reads the list of
+limits every ``TAG_LIMITS_TTL`` seconds) instead of once per tagged task run.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import uuid
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from prefect.context import (
     FlowRunContext,
@@ -161,9 +164,74 @@ def _hydrate(key: str, context_ref: Any) -> list[Any]:
             contexts = [ctx for ctx in (SettingsContext.get(), client, FlowRunContext.get(), TagsContext.get())
                         if ctx is not None]
             _quiet_console()
+            _install_tag_limit_check()
             _stacks.append(stack)
             _hydrated[key] = contexts
     return contexts
+
+
+TAG_LIMITS_TTL = 10.0  # seconds a worker trusts its list of the server's tag concurrency limits
+
+
+class _TagLimits:
+    """Which tag-based concurrency limits the Prefect server has, re-read by this worker at most every
+    ``TAG_LIMITS_TTL`` seconds (one API call) instead of asked about for every task run."""
+
+    def __init__(self) -> None:
+        self._names: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def any_of(self, names: list[str]) -> bool:
+        if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
+            with self._lock:
+                if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
+                    self._names = frozenset(self._read())
+                    self._read_at = time.monotonic()
+        return any(name in self._names for name in names)
+
+    @staticmethod
+    def _read() -> list[str]:
+        from prefect.client.orchestration import get_client
+
+        client = get_client(sync_client=True)  # the worker's open client (its SyncClientContext is current)
+        names: list[str] = []
+        while True:
+            page = client.read_global_concurrency_limits(limit=200, offset=len(names))
+            names += [limit.name for limit in page]
+            if len(page) < 200:
+                return names
+
+
+_tag_limits = _TagLimits()
+
+
+def _skip_unlimited_tags(acquire: Callable[..., Any]) -> Callable[..., Any]:
+    """Prefect's task engine asks the server for a concurrency slot on every tag of every task run, limit or not:
+    one round trip per task (~37 ms of server CPU here). This wraps that acquisition so it runs only when one of
+    the tags has a limit; the limits themselves are Prefect's, and a limit created while a job runs applies to
+    its tasks within ``TAG_LIMITS_TTL`` seconds."""
+
+    @contextlib.contextmanager
+    def concurrency(names: Any, *args: Any, **kwargs: Any) -> Iterator[None]:
+        listed = names if isinstance(names, list) else [names]
+        if listed and not _tag_limits.any_of(listed):
+            yield
+            return
+        with acquire(names, *args, **kwargs):
+            yield
+
+    concurrency.__wrapped__ = acquire  # type: ignore[attr-defined]
+    return concurrency
+
+
+def _install_tag_limit_check() -> None:
+    """Route this worker's sync task engine through :func:`_skip_unlimited_tags` (once)."""
+    import prefect.task_engine as engine
+
+    current = getattr(engine, "_concurrency", None)
+    if current is not None and not hasattr(current, "__wrapped__"):
+        engine._concurrency = _skip_unlimited_tags(current)
 
 
 def _quiet_console() -> None:
