@@ -4,6 +4,10 @@
     qsflow server status   show what runs, and where
     qsflow server stop     stop both
     qsflow docker-pool create   create the Docker work pool image functions run on (run it where Docker runs)
+    qsflow schedule TITLE --cron "0 * * * *" [--args args.json] [--timezone Europe/Paris]
+                                run a function on a schedule (or --interval SECONDS, --rrule RRULE)
+    qsflow schedules TITLE      list a function's schedules and its next scheduled jobs
+    qsflow unschedule TITLE ID  remove one schedule
 """
 
 from __future__ import annotations
@@ -44,6 +48,53 @@ def _docker_pool(action: str) -> int:
     return 0
 
 
+def _schedule(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deployments import schedules
+
+    arguments = {}
+    if args.args:
+        try:
+            arguments = json.loads(Path(args.args).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"--args {args.args}: {exc}. Give a JSON file holding an object of arguments.", file=sys.stderr)
+            return 2
+    try:
+        info = schedules.add(args.title, cron=args.cron, interval=args.interval, rrule=args.rrule,
+                             timezone=args.timezone, arguments=arguments)
+    except (ValueError, LookupError) as exc:
+        print(f"qsflow schedule: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info.__dict__, indent=2))
+    return 0
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    from deployments import schedules
+
+    try:
+        listed = [s.__dict__ for s in schedules.list_schedules(args.title)]
+        upcoming = [t.isoformat() for t in schedules.upcoming(args.title)]
+    except LookupError as exc:
+        print(f"qsflow schedules: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"schedules": listed, "next_runs": upcoming}, indent=2))
+    return 0
+
+
+def _unschedule(args: argparse.Namespace) -> int:
+    from deployments import schedules
+
+    try:
+        schedules.remove(args.title, args.schedule_id)
+    except LookupError as exc:
+        print(f"qsflow unschedule: {exc}", file=sys.stderr)
+        return 2
+    print(f"Schedule {args.schedule_id} of {args.title} removed.")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="qsflow", description="qsflow: Qiskit Serverless on Prefect and Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +102,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     server_parser.add_argument("action", choices=["start", "stop", "status"])
     docker_parser = commands.add_parser("docker-pool", help="the Prefect Docker work pool of image functions")
     docker_parser.add_argument("action", choices=["create"])
+    schedule_parser = commands.add_parser("schedule", help="run a function on a cron, interval or rrule schedule")
+    schedule_parser.add_argument("title", help="the function's title (provider/title for a provider function)")
+    when = schedule_parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='a cron string, e.g. "0 * * * *"')
+    when.add_argument("--interval", type=float, help="seconds between runs")
+    when.add_argument("--rrule", help='an iCalendar RRule, e.g. "FREQ=DAILY;BYHOUR=6"')
+    schedule_parser.add_argument("--timezone", help="e.g. Europe/Paris (default UTC)")
+    schedule_parser.add_argument("--args", help="a JSON file holding the arguments of every run")
+    list_parser = commands.add_parser("schedules", help="list a function's schedules and next runs")
+    list_parser.add_argument("title")
+    remove_parser = commands.add_parser("unschedule", help="remove a schedule")
+    remove_parser.add_argument("title")
+    remove_parser.add_argument("schedule_id")
     args = parser.parse_args(argv)
+    if args.command in ("schedule", "schedules", "unschedule"):
+        return {"schedule": _schedule, "schedules": _schedules, "unschedule": _unschedule}[args.command](args)
     if args.command == "server":
         return _server(args.action)
     if args.command == "docker-pool":

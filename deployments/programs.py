@@ -190,6 +190,7 @@ def _upsert_deployment(client: SyncPrefectClient, spec: ProgramSpec) -> None:
     name = spec.full_title.replace("/", "--")
     flow_id = client.create_flow_from_name(name)
     client.create_deployment(
+        schedules=_kept_schedules(client, spec.full_title),  # an upsert replaces a deployment's schedules
         flow_id=flow_id,
         name=name,
         version=str(spec.version),
@@ -202,6 +203,18 @@ def _upsert_deployment(client: SyncPrefectClient, spec: ProgramSpec) -> None:
         + ([images.IMAGE_TAG] if spec.image else []),
         **pool,
     )
+
+
+def _kept_schedules(client: SyncPrefectClient, full_title: str) -> list:
+    """The program's current deployment schedules (``deployments.schedules``), to carry over an upload."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    try:
+        deployment = read_deployment(client, full_title)
+    except ProgramNotFound:
+        return []
+    return [DeploymentScheduleCreate(schedule=s.schedule, active=s.active, parameters=s.parameters, slug=s.slug)
+            for s in client.read_deployment_schedules(deployment.id)]
 
 
 def read_deployment(client: SyncPrefectClient, full_title: str):
