@@ -19,6 +19,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTag
 
 from blocks.storage import QsflowStore, load_store
 from deployments import access as _access
+from deployments import api_auth as _api_auth
 from deployments import arguments_schema as _arguments_schema
 from deployments import data_files as _files
 from deployments import images as _images
@@ -52,8 +53,14 @@ class BaseClient:
                     "start`), or use the embedded default: ServerlessClient() with no host, or "
                     "`qsflow server start`.",
                 ))
+            try:
+                self._auth_string = _api_auth.auth_string_for(self.host, token)
+            except _api_auth.AuthenticationRequired as exc:
+                raise QiskitServerlessException(
+                    "Credentials couldn't be verified: " + format_err_msg("AUTH1001", str(exc))) from None
         else:
             self.host = _server.ensure_running()
+            self._auth_string = None
         self.token = token
         self.instance = instance
         self.channel = channel
@@ -70,7 +77,7 @@ class BaseClient:
     # -- plumbing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _api(self) -> Iterator[SyncPrefectClient]:
-        with prefect_api(self.host) as client:
+        with prefect_api(self.host, self._auth_string) as client:
             yield client
 
     @functools.cached_property
