@@ -221,7 +221,7 @@ def _skip_unlimited_tags(acquire: Callable[..., Any]) -> Callable[..., Any]:
         with acquire(names, *args, **kwargs):
             yield
 
-    concurrency.__wrapped__ = acquire  # type: ignore[attr-defined]
+    concurrency.qsflow_skips_unlimited_tags = True  # type: ignore[attr-defined]
     return concurrency
 
 
@@ -230,7 +230,7 @@ def _install_tag_limit_check() -> None:
     import prefect.task_engine as engine
 
     current = getattr(engine, "_concurrency", None)
-    if current is not None and not hasattr(current, "__wrapped__"):
+    if current is not None and not getattr(current, "qsflow_skips_unlimited_tags", False):
         engine._concurrency = _skip_unlimited_tags(current)
 
 
