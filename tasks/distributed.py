@@ -84,11 +84,11 @@ class DistributedTask(Generic[R]):
         # Connects first: in a job, Ray then starts the job's workers, which load Prefect while this process does.
         self._check()
         if selected_engine(self.engine) == PREFECT_RAY and os.environ.get(ray_connection.JOB_ID_ENV):
-            from tasks import prefect_ray_engine  # outside a job: the direct engine (no flow run to attach to)
-
-            if self._prefect_task is None:
-                self._prefect_task = prefect_ray_engine.prefect_task(self)
-            return prefect_ray_engine.submit(self, self._prefect_task, args, kwargs)
+            engine = _prefect_ray_engine()  # outside a job: the direct engine (no flow run to attach to)
+            if engine is not None:
+                if self._prefect_task is None:
+                    self._prefect_task = engine.prefect_task(self)
+                return engine.submit(self, self._prefect_task, args, kwargs)
         remote = self._remote_function()
         ref = remote.remote(*args, **kwargs)
         log = event_log()
@@ -100,6 +100,27 @@ class DistributedTask(Generic[R]):
     def __repr__(self) -> str:
         engine = f" engine={self.engine}" if self.engine else ""
         return f"<distributed task {self.key} target={self.target}{engine}>"
+
+
+_engine_unavailable: Optional[str] = None
+
+
+def _prefect_ray_engine() -> Any:
+    """The prefect-ray engine module, or None when Prefect cannot be imported in this program's environment (a
+    function's ``dependencies`` may hold versions Prefect cannot run with): its calls then run on the direct
+    engine, still recorded as task runs, and the job's log says why, once."""
+    global _engine_unavailable
+    if _engine_unavailable is None:
+        try:
+            from tasks import prefect_ray_engine
+
+            return prefect_ray_engine
+        except ImportError as error:
+            _engine_unavailable = f"{type(error).__name__}: {error}"
+            print(f"qsflow: distribute_task runs on the direct engine in this job: Prefect cannot be imported in "
+                  f"the program's environment ({_engine_unavailable}). Align the function's dependencies with "
+                  f"qsflow's Prefect to get Prefect tasks on RayTaskRunner.", file=sys.stderr, flush=True)
+    return None
 
 
 def distribute_task(target: TargetLike = None,

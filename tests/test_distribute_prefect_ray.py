@@ -136,3 +136,26 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert failed.name.startswith("unlucky") and failed.state_type.value == "FAILED"
     assert "13 is unlucky" in (failed.state.message or "")
     assert all(r.start_time is not None and r.end_time is not None for r in runs)
+
+
+def test_without_prefect_in_the_program_environment_calls_fall_back_to_the_direct_engine(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    import ray
+
+    from tasks import distributed
+
+    monkeypatch.setenv("QSFLOW_JOB_ID", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setitem(sys.modules, "tasks.prefect_ray_engine", None)  # importing it raises ImportError
+    monkeypatch.setattr(distributed, "_engine_unavailable", None)
+
+    @distribute_task(target={"cpu": 0.5})
+    def triple(x: int) -> int:
+        return 3 * x
+
+    refs = [triple(1), triple(2)]
+    assert all(isinstance(ref, ray.ObjectRef) for ref in refs) and get(refs) == [3, 6]
+    warning = capsys.readouterr().err
+    assert warning.count("distribute_task runs on the direct engine in this job") == 1  # said once
+    assert "Prefect cannot be imported" in warning and "None in sys.modules" in warning and "dependencies" in warning
