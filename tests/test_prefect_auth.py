@@ -87,6 +87,10 @@ def test_without_credentials_one_error_names_the_setting(auth_server, own_home):
     with temporary_settings(updates={PREFECT_API_AUTH_STRING: "admin:wrong"}):
         with pytest.raises(QiskitServerlessException, match="refused the credentials in PREFECT_API_AUTH_STRING"):
             ServerlessClient(host=auth_server["url"])
+    # An API key (Prefect Cloud's credential) is sent as a bearer token, which a basic-auth server refuses.
+    with temporary_settings(updates={PREFECT_API_KEY: "pnu_not-for-this-server"}):
+        with pytest.raises(QiskitServerlessException, match="refused the credentials in PREFECT_API_KEY"):
+            ServerlessClient(host=auth_server["url"])
 
 
 def test_the_token_is_the_auth_string(auth_server, own_home):
