@@ -52,8 +52,8 @@ class JobRayTaskRunner(RayTaskRunner):
     def __init__(self, address: Optional[str] = None, init_kwargs: Optional[dict[str, Any]] = None) -> None:
         super().__init__(address=address, init_kwargs=init_kwargs)
         self._lock = threading.Lock()
-        self._contexts: dict[tuple[str, ...], tuple[str, Any]] = {}
-        self._tasks: dict[int, tuple[Task[Any, Any], str, Any]] = {}
+        self._contexts: dict[Any, tuple[Any, str, Any]] = {}  # tags -> (None, key, ref of the context)
+        self._tasks: dict[Any, tuple[Any, str, Any]] = {}  # id(task) -> (task, key, ref of the task)
         self._remotes: dict[str, Any] = {}
 
     def duplicate(self) -> "JobRayTaskRunner":
@@ -64,34 +64,30 @@ class JobRayTaskRunner(RayTaskRunner):
         # ``duplicate`` gives), without this one's lock, caches and Ray refs.
         return (type(self), (self.address, self.init_kwargs))
 
-    def _shared_context(self) -> tuple[str, Any]:
-        """``(key, ray ref)`` of the current Prefect context, serialized and stored once per set of tags."""
-        import ray
+    def _stored(self, cache: dict[Any, tuple[Any, str, Any]], key: Any, owner: Any,
+                make: Callable[[], Any]) -> tuple[str, Any]:
+        """``(id, ray ref)`` of ``make()``, ``ray.put`` once per ``key`` (``owner`` guards a key that may be reused)."""
+        shared = cache.get(key)
+        if shared is None or shared[0] is not owner:
+            with self._lock:
+                shared = cache.get(key)
+                if shared is None or shared[0] is not owner:
+                    import ray
 
+                    shared = (owner, uuid.uuid4().hex, ray.put(make()))
+                    cache[key] = shared
+        return shared[1], shared[2]
+
+    def _shared_context(self) -> tuple[str, Any]:
+        """The current Prefect context, serialized and stored once per set of active tags."""
         tags_context = TagsContext.get()
         tags = tuple(sorted(tags_context.current_tags)) if tags_context else ()
-        shared = self._contexts.get(tags)
-        if shared is None:
-            with self._lock:
-                shared = self._contexts.get(tags)
-                if shared is None:
-                    shared = (uuid.uuid4().hex, ray.put(serialize_context()))
-                    self._contexts[tags] = shared
-        return shared
+        return self._stored(self._contexts, tags, None, serialize_context)
 
     def _shared_task(self, task: Task[Any, Any]) -> tuple[str, Any]:
-        """``(key, ray ref)`` of ``task``, stored once: a worker unpickles each task once, so module-level state of
-        a function shipped by value (a cache in the program's ``__main__``) lasts across its calls, as with Ray."""
-        import ray
-
-        shared = self._tasks.get(id(task))
-        if shared is None or shared[0] is not task:
-            with self._lock:
-                shared = self._tasks.get(id(task))
-                if shared is None or shared[0] is not task:
-                    shared = (task, uuid.uuid4().hex, ray.put(task))
-                    self._tasks[id(task)] = shared
-        return shared[1], shared[2]
+        """``task``, stored once: a worker unpickles each task once, so module-level state of a function shipped by
+        value (a cache in the program's ``__main__``) lasts across its calls, as with a Ray remote function."""
+        return self._stored(self._tasks, id(task), task, lambda: task)
 
     def _remote(self, options: dict[str, Any]) -> Any:
         """The Ray remote function running Prefect tasks with ``options`` (built once per distinct options)."""
