@@ -195,15 +195,26 @@ def _wait_ready(state: dict, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def ensure_local_head(timeout: float = START_TIMEOUT) -> str:
-    """Start this home's local Ray head unless it runs; wait until it is ready; return ``127.0.0.1:PORT``."""
+def ensure_local_head(timeout: float = START_TIMEOUT, wait: bool = True) -> str:
+    """Start this home's local Ray head unless it runs; return ``127.0.0.1:PORT``, once it is ready if ``wait``
+    (without ``wait`` the address is known as soon as the head is spawned: a job that never uses Ray does not
+    wait for a head that is still starting)."""
     with home_lock("ray.lock"):
         state = read_state(_state_file())
         if not alive(state.get("pid")):
             _cleanup(state)
             state = _spawn_head()
-        _wait_ready(state, timeout)
+        if wait:
+            _wait_ready(state, timeout)
         return state["address"]
+
+
+def ready_address(address: str) -> str:
+    """``address`` once usable: when it names this home's local head, wait until the head is ready (starting it
+    again if it died meanwhile, under a new port: the address returned); any other address as it is."""
+    if read_state(_state_file()).get("address") != address:
+        return address
+    return ensure_local_head()
 
 
 def prestart_local_head() -> None:

@@ -43,5 +43,6 @@ def configured_address() -> Optional[str]:
 
 
 def job_ray_address() -> str:
-    """The Ray address a job's program should use; starts the local head when nothing else is configured."""
-    return configured_address() or ray_cluster.ensure_local_head()
+    """The Ray address a job's program should use; starts the local head when nothing else is configured, without
+    waiting for it: the program waits when it first connects (:func:`tasks.ray_connection.connect`)."""
+    return configured_address() or ray_cluster.ensure_local_head(wait=False)

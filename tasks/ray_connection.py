@@ -24,14 +24,17 @@ def cluster_address() -> str:
 
 def connect() -> Any:
     """Import Ray and connect to the shared cluster unless this process already is connected; return ``ray``."""
-    from deployments.ray_cluster import driver_env, is_local
+    from deployments import ray_cluster
 
     connected = sys.modules.get("ray")
     if connected is not None and connected.is_initialized():
         return connected  # get()/put() call this per use: no address look-up once connected
     address = cluster_address()
-    local_head = is_local(address)
-    for key, value in driver_env(address).items():
+    local_head = ray_cluster.is_local(address)
+    if local_head:
+        # A job's runner names the local head without waiting for it to be ready: wait here, at first use.
+        address = ray_cluster.ready_address(address)
+    for key, value in ray_cluster.driver_env(address).items():
         os.environ.setdefault(key, value)  # read by Ray at import (a job's runner has set them already)
     import ray
 
