@@ -120,7 +120,8 @@ def _start_server(state: dict, timeout: float) -> dict:
     pid = _spawn(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],
-        "server.log", prefect_env(),
+        # The UI asks its API at 127.0.0.1:4200 unless told the port this server really has.
+        "server.log", {**prefect_env(), "PREFECT_UI_API_URL": url},
     )
     deadline = time.monotonic() + timeout
     while not healthy(url, timeout=1.0):
