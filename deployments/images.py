@@ -13,7 +13,8 @@ userland; its own ``python3`` (when it has one) runs the Runner, with the image'
 qsflow's behind them when the Python versions match. Prefect and qsflow need not be in the image:
 the pool bind-mounts qsflow's checkout, virtual environment and base interpreter read-only at the
 same paths, and qsflow's home read-write (runner's job directory, local store); the containers use
-the host's network (loopback server). Where the base interpreter is the system's own (``/usr``), the
+the host's network (loopback server) and run ``python -m prefect flow-run execute`` with qsflow's
+interpreter, so job.stop() ends them as it ends a process-pool job. Where the base interpreter is the system's own (``/usr``), the
 image must have that same Python at that path (mounting ``/usr`` over an image is not possible).
 """
 
@@ -107,14 +108,17 @@ def job_defaults() -> dict[str, Any]:
         "PYTHONUNBUFFERED": "1",
     }
     return {
-        "command": f"{Path(sys.prefix) / 'bin' / 'python'} -m prefect.engine",
+        # Prefect's own flow-run command (the worker's default), with qsflow's interpreter: it runs the
+        # engine in a child process and kills it when the job is stopped (Cancelling).
+        "command": f"{Path(sys.prefix) / 'bin' / 'python'} -m prefect flow-run execute",
         "env": env,
         "volumes": runtime_mounts(),
         "network_mode": "host",
         "image_pull_policy": "IfNotPresent",
         "auto_remove": True,
-        # The runner writes the job's directory and the local store under qsflow's home (root's).
-        "container_create_kwargs": {"user": "0"},
+        # The runner writes the job's directory and the local store under qsflow's home (root's). The
+        # flow-run command copies its working directory into a workspace first: an empty one.
+        "container_create_kwargs": {"user": "0", "working_dir": "/qsflow-job"},
     }
 
 

@@ -43,6 +43,9 @@ class Engine:
         """Stop dockerd (it stops its containers and containerd) and remove its data."""
         from deployments.processes import terminate_group
 
+        containers = self.docker("ps", "-aq", check=False).stdout.split()
+        if containers:
+            self.docker("rm", "-f", *[c.decode() for c in containers], check=False)
         terminate_group(self.pid, grace=30.0)
         subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_the_pool_template_mounts_qsflow_and_uses_the_host_network(qsflow_home):
     assert f"{qsflow_home}:{qsflow_home}" in defaults["volumes"]
     assert not any(v.split(":")[0] in {"/", "/usr", "/usr/local"} for v in defaults["volumes"])
     assert defaults["network_mode"] == "host"
-    assert defaults["command"].endswith("-m prefect.engine")
+    assert defaults["command"].endswith("-m prefect flow-run execute")
     assert defaults["env"]["QSFLOW_IN_CONTAINER"] == "1"
     template = images.base_job_template()
     assert template["job_configuration"]["image"] == "{{ image }}"
@@ -147,7 +148,10 @@ def _history(prefect, job_id: str) -> list[str]:
 
 
 def _wait(job, log: Path, expected: str) -> None:
-    status = job.wait(timeout=JOB_TIMEOUT)
+    try:
+        status = job.wait(timeout=JOB_TIMEOUT)
+    except TimeoutError as exc:
+        status = str(exc)
     assert status == expected, f"{status}\njob logs:\n{job.logs()}\nworker log:\n{log.read_text()[-4000:]}"
 
 
@@ -180,6 +184,8 @@ def test_image_function_runs_in_its_container(client, prefect, docker_worker, tm
     logs = job.logs()
     assert "runner: started with ['a', 'b', 'circuit']" in logs
     assert "INFO: from the image's logger" in logs
+    assert "for the provider only" not in logs
+    assert "INFO: for the provider only" in job.provider_logs()
     flow_run = prefect.read_flow_run(job.job_id)
     assert flow_run.work_pool_name == images.IMAGE_POOL
     # prefect-docker's record of the container: <docker base url>:<container id>
@@ -197,3 +203,18 @@ def test_image_function_error_is_one_error_event(client, docker_worker):
     assert len(events) == 1
     assert events[0].data["exception"] == "ValueError"
     assert "runner: started" in job.logs()
+
+
+def test_stopping_an_image_job_removes_its_container(client, engine, docker_worker):
+    fn = client.function("acme/image-runner")
+    job = fn.run(a=1, b=1, sleep=600)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while "runner: sleeping" not in job.logs():
+        assert time.monotonic() < deadline and job.status() not in {"DONE", "ERROR", "CANCELED"}, job.logs()
+        time.sleep(0.5)
+    assert engine.docker("ps", "-q").stdout.strip()  # its container runs
+    job.stop()
+    _wait(job, docker_worker, "CANCELED")
+    while engine.docker("ps", "-aq").stdout.strip():
+        assert time.monotonic() < deadline, engine.docker("ps", "-a").stdout.decode()
+        time.sleep(0.5)

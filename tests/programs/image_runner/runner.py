@@ -2,15 +2,20 @@
 
 import os
 import sys
+import time
 
 import image_only_lib  # installed in the image's own site directory only
-from qiskit_serverless import Job, get_logger, update_status
+from qiskit_serverless import Job, get_logger, get_provider_logger, update_status
 
 
 class Runner:
     def run(self, arguments: dict) -> dict:
         print(f"runner: started with {sorted(arguments)}")
         get_logger().info("from the image's logger")
+        get_provider_logger().info("for the provider only")
+        if arguments.get("sleep"):
+            print("runner: sleeping", flush=True)
+            time.sleep(arguments["sleep"])
         update_status(Job.MAPPING)
         if arguments.get("fail"):
             raise ValueError(f"bad input {arguments['fail']}")
