@@ -9,7 +9,8 @@ Who emits what — each change is emitted by the process that makes it:
 - ``QUEUED``: the client, when it creates the flow run (``deployments.jobs.submit``). A run created
   around the client (a schedule, a trigger, the Prefect UI) gets its QUEUED from the runner when it
   starts, dated back to the run's creation.
-- ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``: the runner, once Prefect accepted the state.
+- ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``: the runner, once Prefect accepted the state
+  (a program's own ``update_status`` posts its event over the REST API, ``post_status``).
 - ``DONE`` / ``ERROR``: the runner flow's completion/failure/crash hooks, after Prefect recorded the
   final state.
 - ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``. A
@@ -56,7 +57,12 @@ def post_status(api: str, headers: dict[str, str], job_id: str, function: str, j
     event = {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
              "event": STATUS_EVENT, "resource": status_resource(job_id, function, job_status),
              "payload": {"job_id": job_id, "function": function, "status": job_status}}
-    httpx.post(f"{api.rstrip('/')}/events", json=[event], headers=headers, timeout=30).raise_for_status()
+    try:
+        httpx.post(f"{api.rstrip('/')}/events", json=[event], headers=headers, timeout=30).raise_for_status()
+    except httpx.HTTPError as exc:  # the status itself is set; a lost event must not fail the program
+        import logging
+
+        logging.getLogger(__name__).warning("Could not emit %s %s: %s", STATUS_EVENT, job_status, exc)
 
 
 def emit_queued_if_unseen(flow_run: Any, function: str) -> None:
