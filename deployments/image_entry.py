@@ -38,7 +38,9 @@ def _image_python():
 def _lend_qsflow_paths():
     """In qsflow's interpreter: note its import paths, then run this file with the image's Python."""
     python = _image_python()
-    if python is None or os.path.realpath(python) == os.path.realpath(sys.executable):
+    # Not realpath: qsflow's venv python may be a link to the very binary the image has (a system
+    # Python), yet the image's own packages are seen only when it runs as itself.
+    if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
         return  # the image has no Python of its own (or it is qsflow's): go on here
     qsflow_paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     qsflow_paths += [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
