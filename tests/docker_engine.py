@@ -47,7 +47,8 @@ class Engine:
         if containers:
             self.docker("rm", "-f", *[c.decode() for c in containers], check=False)
         terminate_group(self.pid, grace=30.0)
-        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
+        for mounted in ("data", "exec/netns/default", "exec"):  # dockerd leaves its netns mounted
+            subprocess.run(["umount", "-R", str(self.root / mounted)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
