@@ -5,14 +5,14 @@ deployment: when a matching event arrives, Prefect's server runs the deployment 
 trigger's fixed arguments plus what the event tells:
 
 - ``on_file_upload``: a data file was uploaded (``qsflow.file.uploaded``), optionally only for one
-  function's files and names starting with a prefix (``"results-*"``) or equal to a name; the job gets
-  ``file`` (the uploaded name) and ``uploaded_by`` (the user).
+  function's files and names matching a glob (``"batch-*.tar"``); the job gets ``file`` (the uploaded
+  name) and ``uploaded_by`` (the user).
 - ``after_job``: a job of another function reached a status (``qsflow.job.status``, ``DONE`` by
   default); the job gets ``job_id`` (the finished job's id), so programs chain into a DAG.
 - ``on_event``: any Prefect event, matched on its name and resource labels; arguments may hold
   Prefect templates such as ``"{{ event.payload.x }}"``.
 
-Matching is Prefect's: label values are exact, or prefixes when they end in ``*``. Triggered jobs
+Matching is Prefect's: label values are glob patterns (``fnmatch``; a leading ``!`` negates). Triggered jobs
 are Prefect flow runs of the deployment; they run as the server's local user and emit their
 ``qsflow.job.status`` QUEUED when the runner starts.
 """
@@ -43,7 +43,7 @@ def on_event(function: str, event: str, match: Optional[dict[str, str]] = None,
              arguments: Optional[dict[str, Any]] = None, name: Optional[str] = None,
              host: Optional[str] = None) -> TriggerInfo:
     """Run ``function`` each time event ``event`` (a name, or a prefix ending in ``*``) happens with
-    resource labels ``match`` (e.g. ``{"prefect.resource.id": "my.sensor.*"}``)."""
+    resource labels matching ``match`` (globs, e.g. ``{"prefect.resource.id": "my.sensor.*"}``)."""
     from prefect.events import DeploymentEventTrigger
 
     from deployments import programs
@@ -69,7 +69,7 @@ def on_event(function: str, event: str, match: Optional[dict[str, str]] = None,
 def on_file_upload(function: str, *, watched_function: Optional[str] = None, name_pattern: Optional[str] = None,
                    arguments: Optional[dict[str, Any]] = None, host: Optional[str] = None) -> TriggerInfo:
     """Run ``function`` when a data file is uploaded: of ``watched_function`` (its title, or
-    ``provider/title``; any if None), named ``name_pattern`` (exact, or a prefix ending in ``*``)."""
+    ``provider/title``; any if None), named like the glob ``name_pattern`` (``"batch-*.tar"``)."""
     match = {}
     if watched_function is not None:
         match["qsflow.function"] = watched_function

@@ -37,7 +37,7 @@ def _first_run(prefect, title: str):
 def test_an_upload_starts_the_triggered_program(client, prefect, tmp_path):
     watched = _upload_echo(client, "upload-watched")
     _upload_echo(client, "on-upload")
-    trigger = triggers.on_file_upload("on-upload", watched_function="upload-watched", name_pattern="batch-*",
+    trigger = triggers.on_file_upload("on-upload", watched_function="upload-watched", name_pattern="batch-*.tar",
                                       arguments={"shots": 7})
     assert [t.id for t in triggers.list_triggers("on-upload")] == [trigger.id]
     assert trigger.events == ["qsflow.file.uploaded"]
