@@ -61,6 +61,18 @@ def test_upload_listing_and_files_work_without_a_docker_pool(client, prefect, tm
     assert "qsflow docker-pool create" in text
     assert fn.jobs() == []  # nothing was queued
 
+    # Once the pool exists, the same function's jobs are queued on it (its deployment moves there).
+    images.ensure_pool(prefect)
+    try:
+        job = fn.run(x=1)
+        assert job.status() == "QUEUED"
+        deployment = prefect.read_deployment_by_name("acme--no-pool/acme--no-pool")
+        assert deployment.work_pool_name == images.IMAGE_POOL
+        assert deployment.job_variables == {"image": "registry.example:5000/acme/fn:2"}
+        job.stop()
+    finally:
+        _delete_pool(prefect)
+
 
 @pytest.mark.parametrize("function, fix", [
     (dict(title="no-provider", image="acme/fn:1"), "belongs to a provider"),
