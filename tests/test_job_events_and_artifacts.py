@@ -98,3 +98,22 @@ def test_usage_table_and_result_summary_are_artifacts(done_job, prefect):
     assert "| `accepted` | list of 5 (bool `true`) |" in summary.data
     # job.result() is unchanged: only what the program saved.
     assert done_job.result() == {"accepted": [True] * 5}
+
+
+def test_a_failed_job_ends_with_an_error_event_and_its_usage_artifact(client, prefect):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    fn = client.upload(QiskitFunction(title="status-events-failing", entrypoint="fails.py",
+                                      working_dir=str(PROGRAMS / "failing")))
+    job = fn.run()
+    assert job.wait(timeout=600) == "ERROR"
+    statuses = [e.resource["qsflow.status"] for e in status_events(prefect, job.job_id, until="ERROR")]
+    assert statuses == ["QUEUED", "INITIALIZING", "RUNNING", "ERROR"]
+    assert list(job.resource_usage()) == ["QUEUED", "INITIALIZING", "RUNNING"]
+    deadline = time.monotonic() + EVENT_DEADLINE
+    while not (artifacts := prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[job.job_id])))):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    keyed = [a.key for a in artifacts if a.key]  # Prefect adds an unkeyed record of the failure result
+    assert keyed == ["status-events-failing-resource-usage"], [(a.key, a.type, a.data) for a in artifacts]
