@@ -71,7 +71,29 @@ def _unpack(archive: bytes, target: Path) -> None:
 
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         # The "data" filter refuses absolute paths, '..', links leading outside and device files.
-        tar.extractall(target, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(target, filter="data")
+            return
+        # Pythons without extraction filters (before 3.10.12 / 3.11.4, e.g. Debian 12's 3.11.2): the same refusals.
+        for member in tar.getmembers():
+            _refuse_unsafe(member, target)
+        tar.extractall(target)
+
+
+def _refuse_unsafe(member: tarfile.TarInfo, target: Path) -> None:
+    """Raise unless ``member`` stays inside ``target``: no absolute or '..' path, no link out, no device file."""
+    root = target.resolve()
+    where = (root / member.name).resolve()
+    unsafe = member.name.startswith("/") or not where.is_relative_to(root)
+    if member.issym():
+        unsafe = unsafe or not (where.parent / member.linkname).resolve().is_relative_to(root)
+    elif member.islnk():
+        unsafe = unsafe or not (root / member.linkname).resolve().is_relative_to(root)
+    elif not (member.isfile() or member.isdir()):
+        unsafe = True
+    if unsafe:
+        raise tarfile.TarError(f"The program archive holds {member.name!r}, which would land outside the program's "
+                               "directory or is not a plain file; upload the function again from its working_dir.")
 
 
 def _die_with_parent() -> None:
