@@ -14,7 +14,6 @@ import base64
 from typing import Optional
 
 import httpx
-from prefect.settings import get_current_settings
 
 # Any API route behind the server's auth check will do; the health check is open to everyone.
 _PROBE_PATH = "/admin/version"
@@ -31,6 +30,8 @@ def basic_auth_header(auth_string: str) -> dict[str, str]:
 
 def _configured() -> tuple[Optional[str], Optional[str]]:
     """Prefect's own credentials for the API: (auth string, API key), from the environment or profile."""
+    from prefect.settings import get_current_settings  # here: programs use this module without loading Prefect
+
     api = get_current_settings().api
     auth_string = api.auth_string.get_secret_value() if api.auth_string else None
     key = api.key.get_secret_value() if api.key else None

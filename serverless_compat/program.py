@@ -8,7 +8,6 @@ detailed status (a named Prefect ``Running`` state of the job's flow run).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import tempfile
@@ -62,13 +61,14 @@ def save_result(result: Any) -> bool:
 
 
 def _api_headers() -> dict[str, str]:
-    headers = {}
+    """The job's Prefect API credentials, from the environment (the program does not load Prefect's settings)."""
+    from deployments.api_auth import basic_auth_header
+
     if os.environ.get("PREFECT_API_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['PREFECT_API_KEY']}"
-    elif os.environ.get("PREFECT_API_AUTH_STRING"):
-        token = base64.b64encode(os.environ["PREFECT_API_AUTH_STRING"].encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    return headers
+        return {"Authorization": f"Bearer {os.environ['PREFECT_API_KEY']}"}
+    if os.environ.get("PREFECT_API_AUTH_STRING"):
+        return basic_auth_header(os.environ["PREFECT_API_AUTH_STRING"])
+    return {}
 
 
 def update_status(status: str) -> bool:
