@@ -2,11 +2,12 @@
 
 Two engines run the calls (docs/distribute.md). Inside a job the default, ``prefect-ray``, makes each call a Prefect
 task run by prefect-ray's ``RayTaskRunner`` under ``remote_options`` built from the target, a task run of the job's
-flow run (:mod:`tasks.prefect_ray_engine`); the call returns a ``PrefectRayFuture`` at once. The ``direct`` engine
+flow run (:mod:`tasks.prefect_ray_engine`); the call returns the Ray ``ObjectRef`` of its value at once. The
+``direct`` engine
 (``@distribute_task(engine="direct")`` or ``QSFLOW_TASK_ENGINE=direct``; also every call outside a job) submits the
 function straight to Ray with the target's options and returns its Ray ``ObjectRef``; inside a job the runner
-records each such call as a task run from outside (:mod:`tasks.task_events`). ``get`` resolves refs of either kind
-and re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
+records each such call as a task run from outside (:mod:`tasks.task_events`). ``get`` resolves refs and
+re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
 ``get_refs_by_status`` splits refs into finished and pending.
 """
 
@@ -162,25 +163,10 @@ def get(object_refs: Union[Any, Sequence[Any]], *, timeout: Optional[float] = No
     """
     ray = ray_connection.connect()
     refs = list(object_refs) if isinstance(object_refs, (list, tuple)) else object_refs
-    engine = _futures_engine(refs)
     try:
-        if engine is None:
-            return ray.get(refs, timeout=timeout)
-        if not isinstance(refs, list):
-            return engine.value(refs, ray.get(engine.ray_ref(refs), timeout=timeout))
-        fetched = ray.get([engine.ray_ref(r) for r in refs], timeout=timeout)
-        return [engine.value(r, v) for r, v in zip(refs, fetched)]
+        return ray.get(refs, timeout=timeout)
     except ray.exceptions.RayTaskError as error:
         _raise_original(error)
-
-
-def _futures_engine(refs: Any) -> Any:
-    """The prefect-ray engine module when ``refs`` holds any of its futures (it is imported only if used)."""
-    engine = sys.modules.get("tasks.prefect_ray_engine")
-    if engine is None:
-        return None
-    items = refs if isinstance(refs, list) else [refs]
-    return engine if any(engine.is_future(r) for r in items) else None
 
 
 def put(value: Any, **kwargs: Any) -> Any:
@@ -199,10 +185,7 @@ def get_refs_by_status(object_refs: Sequence[Any], *, timeout: Optional[float] =
     if not refs:
         return [], []
     ray = ray_connection.connect()
-    engine = _futures_engine(refs)
-    ray_refs = [engine.ray_ref(r) for r in refs] if engine else refs
-    ray.wait(ray_refs, num_returns=1, timeout=timeout, fetch_local=False)
-    ready, _ = ray.wait(ray_refs, num_returns=len(ray_refs), timeout=0, fetch_local=False)
+    ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
     done = set(ready)
-    return ([r for r, x in zip(refs, ray_refs) if x in done],
-            [r for r, x in zip(refs, ray_refs) if x not in done])
+    return [r for r in refs if r in done], [r for r in refs if r not in done]

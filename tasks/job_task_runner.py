@@ -36,6 +36,7 @@ from prefect.context import (
     hydrated_context,
     serialize_context,
 )
+from prefect.client.schemas.objects import TaskRunResult
 from prefect.futures import PrefectFuture
 from prefect.task_engine import run_task_async, run_task_sync
 from prefect.tasks import Task
@@ -49,20 +50,26 @@ from prefect_ray.task_runners import PrefectRayFuture
 class JobRayTaskRunner(RayTaskRunner):
     """A ``RayTaskRunner`` for long-lived flow runs with many tasks (a qsflow job's distributed calls)."""
 
-    def __init__(self, address: Optional[str] = None, init_kwargs: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, address: Optional[str] = None, init_kwargs: Optional[dict[str, Any]] = None,
+                 return_values: bool = False) -> None:
+        """``return_values``: each Ray task returns the task's value (raising its exception, as a Ray task does)
+        instead of its final Prefect state, so the future's ``wrapped_future`` can be handed to code written for
+        plain Ray (``ray.get``, ``ray.wait``); the states still reach the Prefect server."""
         super().__init__(address=address, init_kwargs=init_kwargs)
+        self.return_values = return_values
         self._lock = threading.Lock()
+        self._task_run_ids: dict[str, uuid.UUID] = {}  # Ray object id (hex) of a call's result -> its task run
         self._contexts: dict[Any, tuple[Any, str, Any]] = {}  # tags -> (None, key, ref of the context)
         self._tasks: dict[Any, tuple[Any, str, Any]] = {}  # id(task) -> (task, key, ref of the task)
         self._remotes: dict[str, Any] = {}
 
     def duplicate(self) -> "JobRayTaskRunner":
-        return type(self)(address=self.address, init_kwargs=self.init_kwargs)
+        return type(self)(address=self.address, init_kwargs=self.init_kwargs, return_values=self.return_values)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Shipped inside the flow of the serialized context: the other side gets a fresh, unstarted copy (as
         # ``duplicate`` gives), without this one's lock, caches and Ray refs.
-        return (type(self), (self.address, self.init_kwargs))
+        return (type(self), (self.address, self.init_kwargs, self.return_values))
 
     def _stored(self, cache: dict[Any, tuple[Any, str, Any]], key: Any, owner: Any,
                 make: Callable[[], Any]) -> tuple[str, Any]:
@@ -109,12 +116,21 @@ class JobRayTaskRunner(RayTaskRunner):
     ) -> PrefectRayFuture[Any]:
         if not self._started:
             raise RuntimeError("Enter the task runner (`with JobRayTaskRunner(...) as runner:`) before submitting.")
+        import ray
+
         task_run_id = uuid.uuid4()
         if dependencies is None:  # upstream futures become the task run's inputs (lineage in the UI)
             dependencies = {name: collect_task_run_inputs_sync(value, future_cls=PrefectRayFuture)
                             for name, value in parameters.items()}
         context_key, context_ref = self._shared_context()
         parameters, upstream = self._exchange_prefect_for_ray_futures(parameters)
+        for name, value in parameters.items():  # Ray refs anywhere in the arguments: Ray waits for them too
+            for ref in _object_refs(value):
+                if ref not in upstream:
+                    upstream.append(ref)
+                known = self._task_run_ids.get(ref.hex())
+                if known is not None:
+                    dependencies.setdefault(name, set()).add(TaskRunResult(id=known))
         options = RemoteOptionsContext.get().current_remote_options
         object_ref = self._remote(options).options(name=task.name).remote(
             *upstream,
@@ -124,7 +140,10 @@ class JobRayTaskRunner(RayTaskRunner):
             parameters=parameters,
             wait_for=wait_for,
             dependencies=dependencies,
+            return_type="result" if self.return_values else "state",
         )
+        if self.return_values:
+            self._task_run_ids[object_ref.hex()] = task_run_id
         return PrefectRayFuture(task_run_id=task_run_id, wrapped_future=object_ref)
 
 
@@ -258,9 +277,20 @@ def _task(key: str, task_ref: Any) -> Task[Any, Any]:
     return task
 
 
+def _object_refs(value: Any) -> list[Any]:
+    """The Ray ``ObjectRef``\\ s anywhere in ``value`` (lists, dicts, ... as Prefect visits collections)."""
+    import ray
+
+    found: list[Any] = []
+    visit_collection(value, visit_fn=lambda x: found.append(x) if isinstance(x, ray.ObjectRef) else None)
+    return found
+
+
 def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, shared_context: list[Any],
-              parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
-    """Run one Prefect task with Prefect's task engine, in the job's context; returns the task run's final state.
+              parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None,
+              return_type: str = "state") -> Any:
+    """Run one Prefect task with Prefect's task engine, in the job's context; returns the task run's final state
+    (``return_type="state"``) or its value, raising the task's exception (``"result"``).
 
     ``upstream`` holds the Ray refs of upstream tasks: passing them as arguments makes Ray wait for them.
     """
@@ -273,7 +303,7 @@ def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, sh
     parameters = visit_collection(parameters, return_data=True,
                                   visit_fn=lambda x: ray.get(x) if isinstance(x, ray.ObjectRef) else x)
     kwargs = dict(task=task, task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
-                  dependencies=dependencies, return_type="state")
+                  dependencies=dependencies, return_type=return_type)
     with _current(contexts):
         if task.isasync:
             return asyncio.run(run_task_async(**kwargs))

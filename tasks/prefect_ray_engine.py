@@ -13,9 +13,11 @@ first call builds, once per process:
 Each decorated function becomes one Prefect ``task`` (named after the function, tagged with its resources like the
 direct engine's task runs plus ``engine:prefect-ray``, no result persistence, no caching). Each call submits it
 inside ``prefect_ray.context.remote_options(...)`` carrying the target's Ray options (``num_cpus``, ``num_gpus``,
-``memory``, ``resources``, ``runtime_env``), and returns prefect-ray's ``PrefectRayFuture``: a PrefectFuture whose
-``wrapped_future`` is the Ray ``ObjectRef`` of the task's final Prefect state. ``tasks.distributed.get``,
-``get_refs_by_status`` and Ray-level waiting work on it through :func:`ray_ref` and :func:`value`.
+``memory``, ``resources``, ``runtime_env``). The runner returns prefect-ray's ``PrefectRayFuture``; the call
+returns its ``wrapped_future``, a Ray ``ObjectRef`` of the task's value (the runner runs with
+``return_values=True``), so the program can use it as Qiskit Serverless programs use their refs: ``get``,
+``ray.get``, ``ray.wait``, ``ray.cancel``, or as an argument of another call (the Prefect UI then links the two
+task runs).
 
 Prefect's task engine runs inside the Ray worker and records the task run itself (through Prefect's events), so
 the runner's event-file recorder (:mod:`tasks.task_runs`) does not see these calls and records nothing twice.
@@ -26,7 +28,6 @@ engine (no Prefect server needed, nothing recorded), as documented in docs/distr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Optional
@@ -36,8 +37,6 @@ from prefect import Flow, Task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.results import ResultStore
-from prefect.states import State
-from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 from prefect_ray.task_runners import PrefectRayFuture
@@ -87,7 +86,7 @@ def _build_context(job_id: str) -> FlowRunContext:
             f"API at {os.environ.get('PREFECT_API_URL') or 'the default'}: {error}"
         ) from error
     flow_run = flow_run.model_copy(update={"parameters": {}})  # not shipped with every task
-    runner = JobRayTaskRunner(address=ray_connection.cluster_address())
+    runner = JobRayTaskRunner(address=ray_connection.cluster_address(), return_values=True)
     runner.__enter__()  # Ray is initialized already: the runner neither starts nor later stops it
     flow = Flow(fn=_job_flow, name="qsflow-job", task_runner=runner, persist_result=False)
     return FlowRunContext(
@@ -108,34 +107,12 @@ def prefect_task(distributed: "DistributedTask[Any]") -> Task:
     )
 
 
-def submit(distributed: "DistributedTask[Any]", task: Task, args: tuple, kwargs: dict) -> PrefectRayFuture:
-    """Submit one call as a task run of the job's flow run with the target's Ray options."""
+def submit(distributed: "DistributedTask[Any]", task: Task, args: tuple, kwargs: dict) -> Any:
+    """Submit one call as a task run of the job's flow run with the target's Ray options; return the Ray
+    ``ObjectRef`` of its value (the ``wrapped_future`` of the runner's ``PrefectRayFuture``)."""
     context = job_context()
     # What Task.submit does, without its own keywords (return_state, wait_for) shadowing the function's.
     parameters = get_call_parameters(task.fn, args, kwargs)
     with context.model_copy(), remote_options(**distributed.target.ray_options()):
-        return context.task_runner.submit(task, parameters)
-
-
-def is_future(ref: Any) -> bool:
-    """True for the refs this engine returns (prefect-ray's futures)."""
-    return isinstance(ref, PrefectRayFuture)
-
-
-def ray_ref(ref: Any) -> Any:
-    """The Ray ``ObjectRef`` behind a ref of either engine (for ``ray.get``/``ray.wait``)."""
-    return ref.wrapped_future if isinstance(ref, PrefectRayFuture) else ref
-
-
-def value(ref: Any, fetched: Any) -> Any:
-    """The task's value from what Ray returned for ``ray_ref(ref)``; a failed task raises its exception.
-
-    For a prefect-ray future Ray returns the task run's final Prefect state; its result is the value, and a
-    Failed state raises the exception the task raised, with its original type and message.
-    """
-    if not isinstance(ref, PrefectRayFuture) or not isinstance(fetched, State):
-        return fetched
-    result = fetched.result(raise_on_failure=True)
-    if asyncio.iscoroutine(result):
-        result = run_coro_as_sync(result)
-    return result
+        future: PrefectRayFuture = context.task_runner.submit(task, parameters)
+    return future.wrapped_future

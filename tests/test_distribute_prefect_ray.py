@@ -97,7 +97,9 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
           f"{result['first_batch_s']:.1f} s")
 
     # values, refs, errors and resources, as the program saw them
-    assert result["ref_type"] == "PrefectRayFuture" and result["cube_ref_type"] == "PrefectRayFuture"
+    # refs are Ray ObjectRefs of the values (as Qiskit Serverless's), each the result of a Prefect task run
+    assert result["ref_type"] == "ObjectRef" and result["cube_ref_type"] == "ObjectRef"
+    assert result["ray_get"] == [0, 1] and result["ray_waited"] == 2
     assert result["squares"] == [i * i for i in range(TASKS)]
     assert result["total_of_put"] == 46 and result["total_of_future"] == 12
     assert result["error"] == ["Unlucky", "13 is unlucky"]
@@ -118,7 +120,7 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert "Finished in state" not in logs and "repeated" not in logs and "\x1b[" not in logs, logs
 
     # every call is one task run of the job's flow run: the engine's own, or (plain) the runner's, never both
-    functions = {"square": TASKS + 1, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1, "held": 2,
+    functions = {"square": TASKS + 3, "assigned": 1, "total": 2, "unlucky": 1, "cube": 3, "plain": 1, "held": 2,
                  "remember": 8}
     runs = _final_task_runs(prefect, job.job_id, expected=sum(functions.values()))
     assert all(str(r.flow_run_id) == job.job_id for r in runs)
@@ -131,6 +133,13 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert {f"mem:{64 * 1024 * 1024}", "resource:qsflow_widget=1"} <= set(assigned.tags)
     (plain,) = [r for r in runs if r.name.startswith("plain")]
     assert "engine:prefect-ray" not in plain.tags and plain.state_type.value == "COMPLETED"
+
+    # a call's ref passed to another call links their task runs (lineage in the UI)
+    ids = {str(r.id): r for r in runs}
+    linked = [r for r in runs if r.name.startswith("total") and r.task_inputs.get("offset")]
+    assert len(linked) == 1, [(r.name, r.task_inputs) for r in runs if r.name.startswith("total")]
+    (upstream,) = linked[0].task_inputs["offset"]
+    assert ids[str(upstream.id)].name.startswith("square")
 
     (failed,) = [r for r in runs if r.state_type.value != "COMPLETED"]
     assert failed.name.startswith("unlucky") and failed.state_type.value == "FAILED"

@@ -81,6 +81,8 @@ try:
 except Unlucky as exc:
     error = [type(exc).__name__, str(exc)]
 plain_value = get(plain(1))
+ray_refs = [square(0), square(1)]
+ray_waited, _ = ray.wait(ray_refs, num_returns=2, timeout=120)  # code written for plain Ray works on them
 held_spans = get([held(1.5), held(1.5)])
 remembered = [get(remember()) for _ in range(8)]
 cube_refs = [cube(i) for i in range(3)]
@@ -96,5 +98,7 @@ save_result({
     "cubes": get(cube_refs),  # last: the program ends right after these tasks
     "plain": plain_value,
     "held": held_spans,
+    "ray_get": ray.get(ray_refs),
+    "ray_waited": len(ray_waited),
     "remembered": remembered,
 })
