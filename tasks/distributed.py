@@ -3,10 +3,9 @@
 Two engines run the calls (docs/distribute.md). Inside a job the default, ``prefect-ray``, makes each call a Prefect
 task run by prefect-ray's ``RayTaskRunner`` under ``remote_options`` built from the target, a task run of the job's
 flow run (:mod:`tasks.prefect_ray_engine`); the call returns the Ray ``ObjectRef`` of its value at once. The
-``direct`` engine
-(``@distribute_task(engine="direct")`` or ``QSFLOW_TASK_ENGINE=direct``; also every call outside a job) submits the
-function straight to Ray with the target's options and returns its Ray ``ObjectRef``; inside a job the runner
-records each such call as a task run from outside (:mod:`tasks.task_events`). ``get`` resolves refs and
+``direct`` engine (``@distribute_task(engine="direct")`` or ``QSFLOW_TASK_ENGINE=direct``; also every call outside
+a job) submits the function straight to Ray with the target's options and returns its Ray ``ObjectRef``; inside a
+job the runner records each such call as a task run from outside (:mod:`tasks.task_events`). ``get`` resolves refs and
 re-raises a task's exception as its original type; ``put`` stores an object in Ray's object store;
 ``get_refs_by_status`` splits refs into finished and pending.
 """
