@@ -46,11 +46,13 @@ def selected_engine(explicit: Optional[str] = None) -> str:
 class DistributedTask(Generic[R]):
     """A function that runs as a Ray task with ``target``'s resources each time it is called."""
 
-    def __init__(self, fn: Callable[..., R], target: Target, engine: Optional[str] = None) -> None:
+    def __init__(self, fn: Callable[..., R], target: Target, engine: Optional[str] = None,
+                 cache: bool = False) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.target = target
         self.engine = check_engine(engine)
+        self.cache = bool(cache)
         self._prefect_task: Any = None
         self.key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         self._remote: Any = None
@@ -60,7 +62,7 @@ class DistributedTask(Generic[R]):
 
     def __reduce__(self) -> tuple:
         # Ray ships functions that call other distributed tasks; rebuild the wrapper on the other side.
-        return (DistributedTask, (self.fn, self.target, self.engine))
+        return (DistributedTask, (self.fn, self.target, self.engine, self.cache))
 
     def _remote_function(self) -> Any:
         if self._remote is None:
@@ -99,7 +101,8 @@ class DistributedTask(Generic[R]):
 
     def __repr__(self) -> str:
         engine = f" engine={self.engine}" if self.engine else ""
-        return f"<distributed task {self.key} target={self.target}{engine}>"
+        cache = " cache=True" if self.cache else ""
+        return f"<distributed task {self.key} target={self.target}{engine}{cache}>"
 
 
 _engine_unavailable: Optional[str] = None
@@ -123,21 +126,26 @@ def _prefect_ray_engine() -> Any:
     return None
 
 
-def distribute_task(target: TargetLike = None,
-                    engine: Optional[str] = None) -> Callable[[Callable[..., R]], DistributedTask[R]]:
+def distribute_task(target: TargetLike = None, engine: Optional[str] = None,
+                    cache: bool = False) -> Callable[[Callable[..., R]], DistributedTask[R]]:
     """Decorator: calls of the function run as Ray tasks with ``target`` (a dict or Target; default 1 CPU).
 
     ``@distribute_task(target={"cpu": 0.5, "mem": 2 * 1024**3})``; calling the function returns a reference at
     once, to pass to ``get``. A target no node of the cluster can hold raises ``UnsatisfiableTargetError`` at the
     first call. ``engine`` is ``"direct"`` or ``"prefect-ray"`` (default: ``QSFLOW_TASK_ENGINE``, else prefect-ray).
+    ``cache=True`` (prefect-ray engine, in a job): a call with the same arguments as an earlier one of the same
+    function source returns the stored value instead of running again, through Prefect's cache policies
+    (``INPUTS + TASK_SOURCE``, results kept in the store's ``task-cache/``); default off (``NO_CACHE``).
     """
     resolved = as_target(target)
     check_engine(engine)
+    if not isinstance(cache, bool):
+        raise TypeError(f"distribute_task(cache=...) takes True or False, not {cache!r}.")
 
     def decorator(fn: Callable[..., R]) -> DistributedTask[R]:
         if not callable(fn):
             raise TypeError("distribute_task(...) decorates a function: use @distribute_task(target={...}).")
-        return DistributedTask(fn, resolved, engine)
+        return DistributedTask(fn, resolved, engine, cache)
 
     return decorator
 

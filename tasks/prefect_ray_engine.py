@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 from uuid import UUID
 
@@ -95,15 +96,52 @@ def _build_context(job_id: str) -> FlowRunContext:
     )
 
 
+CACHE_DIR = "task-cache"
+CACHE_BLOCK = "qsflow-task-cache"
+
+
+def cache_storage() -> Any:
+    """Where cached task results live, readable by every Ray worker of every job: ``task-cache/`` beside the
+    qsflow store when the store is a local directory; on a cluster (an S3 store) a filesystem block saved on the
+    server as ``qsflow-task-cache`` (Prefect wants result storage saved server-side, and the store's credentials
+    must not be copied into a plain block by qsflow)."""
+    from prefect.filesystems import RemoteFileSystem
+
+    from blocks.storage import load_store
+
+    filesystem = load_store().filesystem
+    if not isinstance(filesystem, RemoteFileSystem):
+        return Path(str(filesystem.basepath)) / CACHE_DIR
+    from prefect.blocks.core import Block
+
+    try:
+        return Block.load(f"remote-file-system/{CACHE_BLOCK}")
+    except ValueError:
+        raise RuntimeError(
+            f"distribute_task(cache=True) on a cluster store needs a Prefect filesystem block "
+            f"'remote-file-system/{CACHE_BLOCK}' for the cached results, e.g. "
+            f"RemoteFileSystem(basepath='{filesystem.basepath.rstrip('/')}/{CACHE_DIR}', settings={{...}})"
+            f".save('{CACHE_BLOCK}'); or drop cache=True."
+        ) from None
+
+
 def prefect_task(distributed: "DistributedTask[Any]") -> Task:
-    """The Prefect task standing for ``distributed``'s function (one per decorated function)."""
+    """The Prefect task standing for ``distributed``'s function (one per decorated function).
+
+    No caching and no result persistence, unless the function was decorated with ``cache=True``: then Prefect's
+    ``INPUTS + TASK_SOURCE`` cache policy, results persisted in the store's ``task-cache/`` (see docs/distribute.md).
+    """
     fn = distributed.fn
+    options: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+    if distributed.cache:
+        from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+        options = {"persist_result": True, "cache_policy": INPUTS + TASK_SOURCE, "result_storage": cache_storage()}
     return Task(
         fn=fn,
         name=getattr(fn, "__name__", "distributed"),
         tags=[*distributed.target.tags(), ENGINE_TAG],
-        persist_result=False,
-        cache_policy=NO_CACHE,
+        **options,
     )
 
 

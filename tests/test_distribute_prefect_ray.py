@@ -168,3 +168,30 @@ def test_without_prefect_in_the_program_environment_calls_fall_back_to_the_direc
     warning = capsys.readouterr().err
     assert warning.count("distribute_task runs on the direct engine in this job") == 1  # said once
     assert "Prefect cannot be imported" in warning and "None in sys.modules" in warning and "dependencies" in warning
+
+
+def test_cache_true_returns_the_stored_value_without_running_the_body_again(client, prefect, tmp_path) -> None:
+    function = client.upload(QiskitFunction(
+        title="distribute-cache", entrypoint="main.py", working_dir=str(PROGRAMS / "distribute_cache"),
+    ))
+    runs_file = tmp_path / "runs.txt"
+    first = function.run(runs_file=str(runs_file))
+    assert first.result(cadence=1) == {"values": [{"value": 20}, {"value": 20}, {"value": 30}, 3, 3]}
+    ran = [line.split()[:2] for line in runs_file.read_text().splitlines()]
+    # heavy(2) ran once (its second call was served from the cache), heavy(3) once; the default (NO_CACHE) twice
+    assert sorted(map(tuple, ran)) == [("heavy", "2"), ("heavy", "3"), ("uncached", "2"), ("uncached", "2")], ran
+
+    runs = _final_task_runs(prefect, first.job_id, expected=5)
+    states = Counter((r.name.rsplit("-", 1)[0], r.state_name) for r in runs)
+    assert states == {("heavy", "Completed"): 2, ("heavy", "Cached"): 1, ("uncached", "Completed"): 2}, states
+
+    # the cache outlives the job: another job's identical call does not run the body either
+    second = function.run(runs_file=str(runs_file))
+    assert second.result(cadence=1)["values"][:3] == [{"value": 20}, {"value": 20}, {"value": 30}]
+    ran_again = [line.split()[:2] for line in runs_file.read_text().splitlines()][len(ran):]
+    assert sorted(map(tuple, ran_again)) == [("uncached", "2"), ("uncached", "2")], ran_again
+
+
+def test_cache_takes_a_boolean() -> None:
+    with pytest.raises(TypeError, match=r"cache=\.\.\.\) takes True or False, not 'yes'"):
+        distribute_task(cache="yes")
