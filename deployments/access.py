@@ -54,8 +54,9 @@ def _users_table() -> Optional[dict]:
         return None
 
 
-def resolve(token: Optional[str]) -> Principal:
-    """The principal for a client created with ``token`` (under the current Prefect API settings)."""
+def resolve(token: Optional[str], how_to_pass: str = "ServerlessClient(host=..., token='...')") -> Principal:
+    """The principal for a client created with ``token`` (under the current Prefect API settings);
+    ``how_to_pass`` shows, in the error for a missing token, where the caller gives one."""
     if os.environ.get("QSFLOW_JOB_ID") and os.environ.get("QSFLOW_USER"):
         return Principal(user=os.environ["QSFLOW_USER"], providers=frozenset(),
                          job_function=os.environ.get("QSFLOW_FUNCTION") or None)
@@ -65,7 +66,7 @@ def resolve(token: Optional[str]) -> Principal:
     if not token:
         raise Forbidden(
             f"This qsflow server maps tokens to users ({USERS_BLOCK!r} block): pass your token, "
-            "ServerlessClient(host=..., token='...')."
+            f"{how_to_pass}."
         )
     entry = table.get(token_key(token))
     if entry is None:

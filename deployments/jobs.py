@@ -28,10 +28,8 @@ from blocks.storage import QsflowStore
 from deployments.programs import read_deployment
 from flows import status
 from flows.job_outputs import read_json
-from flows.runner import JOB_LOGGERS, USER_TAG_PREFIX
+from flows.runner import JOB_LOGGERS, JOB_TAG, USER_TAG_PREFIX
 from flows.status_events import emit_status
-
-JOB_TAG = "qsflow-job"
 
 
 class JobNotFound(LookupError):

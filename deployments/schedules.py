@@ -37,13 +37,15 @@ class ScheduleInfo:
 
 
 @contextlib.contextmanager
-def connect(host: Optional[str] = None) -> Iterator[tuple[Any, QsflowStore]]:
-    """A sync Prefect client and the store of the server at ``host`` (see the module doc)."""
+def connect(host: Optional[str] = None, token: Optional[str] = None) -> Iterator[tuple[Any, QsflowStore, str]]:
+    """A sync Prefect client, the store of the server at ``host`` (see the module doc) and the user
+    ``token`` stands for there (the jobs a schedule or trigger starts are that user's)."""
+    from deployments import access
     from serverless_compat import ServerlessClient
 
-    qs_client = ServerlessClient(host=host)
+    qs_client = ServerlessClient(host=host, token=token)
     with qs_client._api() as api:
-        yield api, qs_client._store
+        yield api, qs_client._store, access.resolve(token, how_to_pass="token='...' to this call").user
 
 
 def make_schedule(cron: Optional[str] = None, interval: Union[None, float, timedelta] = None,
@@ -73,10 +75,13 @@ def make_schedule(cron: Optional[str] = None, interval: Union[None, float, timed
 
 def add(function: str, *, cron: Optional[str] = None, interval: Union[None, float, timedelta] = None,
         rrule: Optional[str] = None, timezone: Optional[str] = None,
-        arguments: Optional[dict[str, Any]] = None, host: Optional[str] = None) -> ScheduleInfo:
+        arguments: Optional[dict[str, Any]] = None, host: Optional[str] = None,
+        token: Optional[str] = None) -> ScheduleInfo:
     """Run ``function`` (a title, ``provider/title`` for a provider function) on a schedule with ``arguments``.
 
-    Arguments are checked against the function's schema now, as ``run()`` checks them.
+    Arguments are checked against the function's schema now, as ``run()`` checks them. The jobs are
+    the user's whose ``token`` is given (the local user on the embedded default): ``client.jobs()``
+    lists them once they start.
     """
     from deployments import arguments_schema, programs
     from serverless_compat import serialization
@@ -85,20 +90,20 @@ def add(function: str, *, cron: Optional[str] = None, interval: Union[None, floa
     encoded = serialization.to_jsonable(arguments or {})
     if not isinstance(encoded, dict):
         raise ValueError("arguments must be a dict of name -> value, e.g. {'circuits': 4}.")
-    with connect(host) as (api, store):
+    with connect(host, token) as (api, store, user):
         refusal = arguments_schema.refusal(programs.read_spec(store, function).arguments_schema, encoded)
         if refusal is not None:
             raise ValueError(refusal["message"])
         deployment = programs.read_deployment(api, function)
         created = api.create_deployment_schedules(deployment.id, [(schedule, True)],
-                                                  parameters={"arguments": encoded})
+                                                  parameters={"arguments": encoded, "owner": user})
     return _info(function, created[0])
 
 
 def list_schedules(function: str, host: Optional[str] = None) -> list[ScheduleInfo]:
     from deployments import programs
 
-    with connect(host) as (api, _):
+    with connect(host) as (api, _, _):
         deployment = programs.read_deployment(api, function)
         return [_info(function, s) for s in api.read_deployment_schedules(deployment.id)]
 
@@ -107,7 +112,7 @@ def remove(function: str, schedule_id: str, host: Optional[str] = None) -> None:
     """Remove one schedule of ``function``; its runs not yet started are removed too."""
     from deployments import programs
 
-    with connect(host) as (api, _):
+    with connect(host) as (api, _, _):
         deployment = programs.read_deployment(api, function)
         known = {str(s.id) for s in api.read_deployment_schedules(deployment.id)}
         if str(schedule_id) not in known:
@@ -126,7 +131,7 @@ def upcoming(function: str, limit: int = 5, host: Optional[str] = None) -> list[
 
     from deployments import programs
 
-    with connect(host) as (api, _):
+    with connect(host) as (api, _, _):
         deployment = programs.read_deployment(api, function)
         runs = api.read_flow_runs(
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(

@@ -13,8 +13,9 @@ trigger's fixed arguments plus what the event tells:
   Prefect templates such as ``"{{ event.payload.x }}"``.
 
 Matching is Prefect's: label values are glob patterns (``fnmatch``; a leading ``!`` negates). Triggered jobs
-are Prefect flow runs of the deployment; they run as the server's local user and emit their
-``qsflow.job.status`` QUEUED when the runner starts.
+are Prefect flow runs of the deployment; they run for the user whose ``token`` made the trigger (the
+local user on the embedded default), are listed by that user's ``client.jobs()`` once they start, and
+emit their ``qsflow.job.status`` QUEUED when the runner starts.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class TriggerInfo:
 
 def on_event(function: str, event: str, match: Optional[dict[str, str]] = None,
              arguments: Optional[dict[str, Any]] = None, name: Optional[str] = None,
-             host: Optional[str] = None) -> TriggerInfo:
+             host: Optional[str] = None, token: Optional[str] = None) -> TriggerInfo:
     """Run ``function`` each time event ``event`` (a name, or a prefix ending in ``*``) happens with
     resource labels matching ``match`` (globs, e.g. ``{"prefect.resource.id": "my.sensor.*"}``)."""
     from prefect.events import DeploymentEventTrigger
@@ -54,12 +55,12 @@ def on_event(function: str, event: str, match: Optional[dict[str, str]] = None,
     encoded = serialization.to_jsonable(arguments or {})
     if not isinstance(encoded, dict):
         raise ValueError("arguments must be a dict of name -> value, e.g. {'shots': 100}.")
-    with connect(host) as (api, _):
+    with connect(host, token) as (api, _, user):
         deployment = programs.read_deployment(api, function)
         trigger = DeploymentEventTrigger(
             name=name or f"{function}: on {event}",
             description=f"qsflow: run {function} when {event} happens",
-            expect={event}, match=match or {}, parameters={"arguments": encoded},
+            expect={event}, match=match or {}, parameters={"arguments": encoded, "owner": user},
         )
         trigger.set_deployment_id(deployment.id)
         automation_id = api.create_automation(trigger.as_automation())
@@ -67,7 +68,8 @@ def on_event(function: str, event: str, match: Optional[dict[str, str]] = None,
 
 
 def on_file_upload(function: str, *, watched_function: Optional[str] = None, name_pattern: Optional[str] = None,
-                   arguments: Optional[dict[str, Any]] = None, host: Optional[str] = None) -> TriggerInfo:
+                   arguments: Optional[dict[str, Any]] = None, host: Optional[str] = None,
+                   token: Optional[str] = None) -> TriggerInfo:
     """Run ``function`` when a data file is uploaded: of ``watched_function`` (its title, or
     ``provider/title``; any if None), named like the glob ``name_pattern`` (``"batch-*.tar"``)."""
     match = {}
@@ -80,11 +82,11 @@ def on_file_upload(function: str, *, watched_function: Optional[str] = None, nam
                  uploaded_by="{{ event.resource['qsflow.user'] }}")
     return on_event(function, FILE_UPLOADED, match, fixed,
                     name=f"{function}: on upload of {name_pattern or '*'} ({watched_function or 'any function'})",
-                    host=host)
+                    host=host, token=token)
 
 
 def after_job(function: str, *, after: str, status: str = "DONE", arguments: Optional[dict[str, Any]] = None,
-              host: Optional[str] = None) -> TriggerInfo:
+              host: Optional[str] = None, token: Optional[str] = None) -> TriggerInfo:
     """Run ``function`` each time a job of function ``after`` reaches ``status``; it gets ``job_id``."""
     from flows.status import SUB_STATUSES, TERMINAL
 
@@ -94,13 +96,13 @@ def after_job(function: str, *, after: str, status: str = "DONE", arguments: Opt
     fixed = dict(arguments or {})
     fixed["job_id"] = "{{ event.resource['qsflow.job'] }}"
     return on_event(function, JOB_STATUS, {"qsflow.function": after, "qsflow.status": status}, fixed,
-                    name=f"{function}: after {after} {status}", host=host)
+                    name=f"{function}: after {after} {status}", host=host, token=token)
 
 
 def list_triggers(function: str, host: Optional[str] = None) -> list[TriggerInfo]:
     from deployments import programs
 
-    with connect(host) as (api, _):
+    with connect(host) as (api, _, _):
         deployment = programs.read_deployment(api, function)
         owner = f"prefect.deployment.{deployment.id}"
         actions = lambda a: [getattr(x, "deployment_id", None) for x in a.actions]  # noqa: E731
@@ -112,7 +114,7 @@ def remove(function: str, trigger_id: str, host: Optional[str] = None) -> None:
     known = {t.id for t in list_triggers(function, host)}
     if str(trigger_id) not in known:
         raise LookupError(f"Function {function} has no trigger {trigger_id}; its triggers: {sorted(known) or 'none'}.")
-    with connect(host) as (api, _):
+    with connect(host) as (api, _, _):
         api.delete_automation(trigger_id)
 
 

@@ -44,6 +44,9 @@ QSFLOW_ROOT = Path(__file__).resolve().parent.parent
 RUNNER_LOGGER = "prefect.flow_runs.qsflow"
 JOB_LOGGERS = (PROGRAM_LOGGER, RUNNER_LOGGER)
 _TAIL_LINES = 200
+# A job's flow run carries both tags: the client adds them, the runner adds them to runs Prefect
+# created itself (schedules, triggers, the UI's "Run"), so client.jobs() lists every job.
+JOB_TAG = "qsflow-job"
 USER_TAG_PREFIX = "qsflow-user:"
 
 
@@ -172,14 +175,29 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str],
             process.wait()
 
 
-def job_user(tags: list[str]) -> str:
-    """The user a job runs for, from its ``qsflow-user:<name>`` tag (the local user if none)."""
+def _claim(flow_run: Any) -> None:
+    """Give a run Prefect created (no job tag) the job and user tags, so it is one of its user's jobs."""
+    from prefect.client.orchestration import get_client
+
+    tags = list(flow_run.tags or [])
+    if JOB_TAG in tags:
+        return
+    if not any(tag.startswith(USER_TAG_PREFIX) for tag in tags):
+        tags.append(f"{USER_TAG_PREFIX}{job_user(flow_run)}")
+    flow_run.tags = [*tags, JOB_TAG]
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=flow_run.tags)
+
+
+def job_user(flow_run: Any) -> str:
+    """The user a job runs for: its ``qsflow-user:<name>`` tag, else the ``owner`` its schedule or
+    trigger gave it, else the local user."""
     from deployments.access import LOCAL_USER
 
-    for tag in tags:
+    for tag in flow_run.tags or []:
         if tag.startswith(USER_TAG_PREFIX):
             return tag.removeprefix(USER_TAG_PREFIX)
-    return LOCAL_USER
+    return (flow_run.parameters or {}).get("owner") or LOCAL_USER
 
 
 def _failure_text(returncode: int, tail: list[str]) -> str:
@@ -190,8 +208,13 @@ def _failure_text(returncode: int, tail: list[str]) -> str:
 
 
 @flow(name="qsflow-runner", persist_result=False, validate_parameters=True, **status_events.FINAL_HOOKS)
-def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None) -> None:
-    """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``."""
+def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None,
+                owner: Optional[str] = None) -> None:
+    """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``.
+
+    ``owner`` names the user a run created by Prefect (a schedule, a trigger) is for; the client's
+    jobs carry their user as a tag instead, which wins.
+    """
     from blocks.storage import load_store
     from deployments import arguments_schema
     from deployments.programs import read_spec
@@ -201,6 +224,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     assert context is not None and context.flow_run is not None
     job_id = str(context.flow_run.id)
     status_events.emit_queued_if_unseen(context.flow_run, program)
+    _claim(context.flow_run)
     set_job_state(job_id, status.INITIALIZING, program)
 
     store = load_store()
@@ -216,7 +240,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
         _unpack(store.read_bytes(f"{spec.store_dir}/{spec.version}/program.tar.gz"), work_dir)
         python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
         env = _program_env(spec.env_vars, job_id, job_dir, python)
-        user = job_user(context.flow_run.tags)
+        user = job_user(context.flow_run)
         env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title, **record_paths(job_dir))
         env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
         arguments_text = program_contract.encode_arguments(arguments, environment_info(python).get("qpy_version"))

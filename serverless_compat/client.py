@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import warnings
 from datetime import datetime
 from typing import Any, Iterator, List, Optional, Union
 from urllib.parse import urlparse
 
+import httpx
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
@@ -27,7 +29,7 @@ from deployments import jobs as _jobs
 from deployments import programs as _programs
 from deployments import server as _server
 from deployments.connection import prefect_api
-from deployments.settings import api_url, configured_host, home
+from deployments.settings import api_url, configured_host, home, max_arguments_bytes
 from flows.job_outputs import PROVIDER_LOGGER
 from flows.runner import job_user
 from serverless_compat import serialization
@@ -36,6 +38,27 @@ from serverless_compat.function import QiskitFunction, RunnableQiskitFunction
 from serverless_compat.job import Configuration, Job
 
 FunctionRef = Union[QiskitFunction, str]
+IBM_CHANNELS = {"ibm_quantum_platform", "ibm_cloud", "ibm_quantum"}
+
+
+def _encode_arguments(arguments: Optional[dict[str, Any]]) -> Any:
+    """The arguments as the job gets them (JSON); a 400 error for anything that would not arrive intact."""
+    with warnings.catch_warnings():
+        # Qiskit Runtime's encoder turns a callable into None with a warning: refuse it instead.
+        warnings.filterwarnings("error", message=".*is not JSON serializable.*", category=UserWarning)
+        try:
+            return serialization.to_jsonable(arguments or {})
+        except TypeError as exc:
+            raise client_error(400, str(exc)) from None
+        except UserWarning as exc:
+            what = str(exc).split(" is not JSON serializable")[0]
+            raise client_error(400, f"{what} cannot be sent to a job (it would arrive as None). Pass data "
+                                    "(or the name of what to call), not a function.") from None
+
+
+def _unreachable(host: str) -> str:
+    return (f"No Prefect API answers at {host}. Start the embedded server with `qsflow server start` "
+            "(or ServerlessClient() with no host), or start a Prefect server there (`prefect server start`).")
 
 
 class BaseClient:
@@ -47,12 +70,7 @@ class BaseClient:
         if explicit:
             self.host = api_url(explicit)
             if not _server.healthy(self.host, timeout=5):
-                raise QiskitServerlessException(format_err_msg(
-                    "AUTH1001",
-                    f"No Prefect API answers at {self.host}. Start a server there (`prefect server "
-                    "start`), or use the embedded default: ServerlessClient() with no host, or "
-                    "`qsflow server start`.",
-                ))
+                raise QiskitServerlessException(format_err_msg("AUTH1001", _unreachable(self.host)))
             try:
                 self._auth_string = _api_auth.auth_string_for(self.host, token)
             except _api_auth.AuthenticationRequired as exc:
@@ -77,8 +95,17 @@ class BaseClient:
     # -- plumbing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _api(self) -> Iterator[SyncPrefectClient]:
-        with prefect_api(self.host, self._auth_string) as client:
-            yield client
+        try:
+            with prefect_api(self.host, self._auth_string) as client:
+                yield client
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            # Prefect's clients fail at once on a first refused connection; say what to do instead.
+            raise client_error(503, _unreachable(self.host)) from None
+
+    def _keep_ibm_credentials(self, token: str, instance: Optional[str], channel: Optional[str]) -> None:
+        """Keep an IBM Quantum token in the user's Prefect Secret block, for their jobs only."""
+        with self._api():
+            _access.save_ibm_credentials(self._principal.user, token, instance, channel)
 
     @functools.cached_property
     def _store(self) -> QsflowStore:
@@ -103,13 +130,15 @@ class BaseClient:
     # -- functions --------------------------------------------------------------------------------
     def upload(self, program: QiskitFunction) -> RunnableQiskitFunction:
         """Store ``program`` as a new version and (re)register its Prefect deployment."""
-        spec = _programs.ProgramSpec(
-            title=program.title, provider=program.provider, entrypoint=program.entrypoint or "",
-            image=program.image,
-            env_vars=dict(program.env_vars or {}), dependencies=list(program.dependencies or []),
-            description=program.description, arguments_schema=program.arguments_schema,
-        )
         try:
+            if program.env_vars is not None and not isinstance(program.env_vars, dict):
+                raise ValueError(f"env_vars={program.env_vars!r} must be a dict, e.g. env_vars={{'LOG_LEVEL': 'debug'}}.")
+            spec = _programs.ProgramSpec(
+                title=program.title, provider=program.provider, entrypoint=program.entrypoint or "",
+                image=program.image, env_vars=dict(program.env_vars or {}),
+                dependencies=_programs.validate_dependencies(program.dependencies),
+                description=program.description, arguments_schema=program.arguments_schema,
+            )
             with self._api() as client:
                 spec = _programs.register(client, self._store, spec, program.working_dir or "./")
         except ValueError as exc:
@@ -153,12 +182,17 @@ class BaseClient:
         ``parent_job_id`` makes it a child job (a Prefect subflow run) of that job.
         """
         full = self._full_title(program, provider)
-        try:
-            encoded = serialization.to_jsonable(arguments or {})
-        except TypeError as exc:
-            raise client_error(400, str(exc)) from None
+        encoded = _encode_arguments(arguments)
         if not isinstance(encoded, dict):
             raise client_error(400, "Arguments must be a dict of name -> value, e.g. run(fn, {'x': 1}).")
+        # Measured as Prefect's server measures a flow run's parameters (compact JSON).
+        parameters = {"program": full, "version": 0, "arguments": encoded}
+        size, limit = len(json.dumps(parameters, separators=(",", ":")).encode()), max_arguments_bytes()
+        if size > limit:
+            raise client_error(400, f"The arguments are {size / 2**20:.2f} MB encoded, over the {limit / 2**20:.3g} MB "
+                                    "a job takes. Upload large inputs as data files (client.file_upload) and pass "
+                                    "their names, or raise QSFLOW_MAX_ARGUMENTS_MB together with the Prefect "
+                                    "server's PREFECT_SERVER_API_MAX_PARAMETER_SIZE.")
         try:
             self._refuse_invalid_arguments(_programs.read_spec(self._store, full), encoded)
             with self._api() as client:
@@ -183,10 +217,7 @@ class BaseClient:
         Returns ``{"valid": True}``; raises QiskitServerlessException (400) listing every violation.
         """
         full = self._full_title(title, provider)
-        try:
-            encoded = serialization.to_jsonable(arguments or {})
-        except TypeError as exc:
-            raise client_error(400, str(exc)) from None
+        encoded = _encode_arguments(arguments)
         try:
             spec = _programs.read_spec(self._store, full)
         except _programs.ProgramNotFound as exc:
@@ -239,7 +270,7 @@ class BaseClient:
         """The job's flow run, if the caller may see it: its user, or a member of its function's
         provider (``owner_only``: its user alone). Else a 403 error."""
         flow_run = _jobs.read(client, job_id)
-        owner = job_user(flow_run.tags)
+        owner = job_user(flow_run)
         function = (flow_run.parameters or {}).get("program", "")
         principal = self._principal
         if owner != principal.user and (owner_only or not principal.can_see_job(owner, function)):
@@ -395,6 +426,10 @@ class ServerlessClient(BaseClient):
         self.version = version
         self.name = name
         super().__init__(host=host, token=token, instance=instance, channel=channel)
+        if token and (instance or channel in IBM_CHANNELS):
+            # Qiskit Serverless's form, ServerlessClient(token=<IBM Quantum API key>, instance=<CRN>):
+            # the jobs get the token, from a Secret block, as QISKIT_IBM_TOKEN.
+            self._keep_ibm_credentials(token, instance, channel)
 
 
 class LocalClient(ServerlessClient):
@@ -418,8 +453,7 @@ class IBMServerlessClient(ServerlessClient):
         super().__init__(host=host, instance=instance, channel=channel, name=name)
         self._ibm_token = token
         if token:
-            with self._api():
-                _access.save_ibm_credentials(self._principal.user, token, instance, channel)
+            self._keep_ibm_credentials(token, instance, channel)
 
     def usage(self) -> dict[str, Any]:
         """Your IBM Quantum usage (QiskitRuntimeService.usage()); needs an IBM Quantum account."""

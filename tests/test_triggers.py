@@ -68,6 +68,8 @@ def test_a_jobs_done_starts_the_next_program_with_its_id(client, prefect):
     # A run created by Prefect, not the client, still has its whole status story as events.
     events = status_events(prefect, second.job_id, until="DONE")
     assert [e.resource["qsflow.status"] for e in events] == ["QUEUED", "INITIALIZING", "RUNNING", "DONE"]
+    # ... and is one of the user's jobs, as if they had run it themselves.
+    assert second.job_id in [j.job_id for j in client.jobs(function=client.function("chain-second"))]
 
 
 def test_any_custom_event_starts_a_run_with_templated_arguments(client, prefect):
@@ -85,6 +87,35 @@ def test_any_custom_event_starts_a_run_with_templated_arguments(client, prefect)
     [run] = _first_run(prefect, "on-sensor")
     client.job(str(run.id)).stop()  # what it was started with is the point, not running it
     assert run.parameters["arguments"] == {"reading": 42, "fixed": "yes"}
+
+
+def test_a_triggered_job_belongs_to_the_user_who_made_the_trigger(client, prefect):
+    from prefect.blocks.system import Secret
+    from prefect.events import emit_event
+
+    from deployments.access import USERS_BLOCK, token_key
+    from deployments.connection import prefect_api
+    from serverless_compat import ServerlessClient
+    from test_data_files import _delete_users_block
+
+    _upload_echo(client, "on-alice-event")
+    with prefect_api(client.host):
+        Secret(value={token_key("alice-token"): {"user": "alice", "providers": []},
+                      token_key("bob-token"): {"user": "bob", "providers": []}}).save(USERS_BLOCK)
+    try:
+        triggers.on_event("on-alice-event", "lab.alice.ping", arguments={"n": 1}, token="alice-token")
+        with prefect_api(client.host):
+            emit_event("lab.alice.ping", resource={"prefect.resource.id": "lab.alice"})
+        [run] = _first_run(prefect, "on-alice-event")
+        alice = ServerlessClient(host=client.host, token="alice-token")
+        job = alice.job(str(run.id))
+        assert job.result(cadence=1)["arguments"] == {"n": 1}
+        assert [j.job_id for j in alice.jobs()] == [job.job_id]
+        assert ServerlessClient(host=client.host, token="bob-token").jobs() == []
+        with pytest.raises(PermissionError, match="pass your token, token='...' to this call"):
+            triggers.on_event("on-alice-event", "lab.alice.ping")  # a shared server needs to know who asks
+    finally:
+        _delete_users_block(client.host)
 
 
 def test_bad_triggers_are_refused(client):
