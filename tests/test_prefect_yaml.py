@@ -26,13 +26,15 @@ def _prefect_cli(client, tmp_path, *args: str) -> str:
 def test_prefect_deploy_all_and_the_worker_runs_it(client, prefect, tmp_path):
     _prefect_cli(client, tmp_path, "--no-prompt", "deploy", "--all")
     listed = _prefect_cli(client, tmp_path, "deployment", "ls")
-    assert "qsflow-runner/transpile-remote" in listed  # Prefect's deployment of prefect.yaml
-    assert "transpile-remote/transpile-remote" in listed  # the qsflow function the build step uploaded
+    # One deployment: prefect.yaml's is the function's own, the one qsflow clients run.
+    assert listed.count("transpile-remote/transpile-remote") == 1
+    assert "qsflow-runner" not in listed
 
     function = client.function("transpile-remote")
-    deployment = prefect.read_deployment_by_name("qsflow-runner/transpile-remote")
+    deployment = prefect.read_deployment_by_name("transpile-remote/transpile-remote")
     assert deployment.work_pool_name == "qsflow"
     assert deployment.parameters == {"program": "transpile-remote", "version": int(function.version)}
+    assert "example" in deployment.tags and "qsflow" in deployment.tags
 
     arguments = {"circuit": bell(), "circuit_list": [bell()], "optimization_level": 1, "backend": "fake_kyiv"}
     run = prefect.create_flow_run_from_deployment(
@@ -42,3 +44,8 @@ def test_prefect_deploy_all_and_the_worker_runs_it(client, prefect, tmp_path):
     assert job.status() == "DONE"
     [isa] = result["circuits"]
     assert set(isa.count_ops()) <= {"ecr", "rz", "sx", "x", "measure", "barrier"}  # fake_kyiv's basis
+
+    # ... and a qsflow client runs the same deployment.
+    assert "transpile-remote" in [f.title for f in client.list()]
+    again = function.run(**arguments)
+    assert [c.num_qubits for c in again.result(cadence=1)["circuits"]] == [isa.num_qubits]
