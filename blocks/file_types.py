@@ -44,8 +44,16 @@ def _is_h5(path: Path) -> bool:
 
 
 def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+    """A gzip stream whose header is valid and whose first block decompresses (not just the magic bytes)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as handle:
+            handle.read(1)
+        return True
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def _is_json(path: Path) -> bool:
@@ -84,9 +92,11 @@ _CHECKS: dict[str, Callable[[Path], bool]] = {
 def _looks_like(path: Path) -> str:
     import puremagic
 
+    if path.stat().st_size == 0:
+        return "an empty file"
     try:
         return puremagic.from_file(str(path), mime=False) or "unknown content"
-    except puremagic.PureError:
+    except (puremagic.PureError, ValueError):
         return "unknown content"
 
 

@@ -98,9 +98,9 @@ def download(store: QsflowStore, scope: Scope, file: str, target_name: Optional[
              download_location: str = "./") -> str:
     """Copy a stored file to ``download_location``; return the downloaded file's path."""
     name = validate_name(file)
+    target_name = validate_name(target_name) if target_name else f"downloaded_{uuid.uuid4().hex[:8]}_{name}"
     if not store.exists(f"{scope.folder}/{name}"):
         raise FileNotFoundError(f"Requested file was not found: {name!r} (see client.files()).")
-    target_name = validate_name(target_name) if target_name else f"downloaded_{uuid.uuid4().hex[:8]}_{name}"
     Path(download_location).mkdir(parents=True, exist_ok=True)
     target = os.path.join(download_location, target_name)
     store.download_to(f"{scope.folder}/{name}", target)

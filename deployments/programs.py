@@ -26,11 +26,10 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from blocks.storage import QsflowStore
 from deployments import arguments_schema, dependency_policy
 from deployments import images
-from deployments.settings import WORK_POOL
+from deployments.settings import WORK_POOL, max_upload_bytes
 
 RUNNER_ENTRYPOINT = "flows.runner:run_program"
 TITLE_MAX = 100
-MAX_UPLOAD_BYTES = int(os.environ.get("QSFLOW_MAX_UPLOAD_MB", "50")) * 1024 * 1024
 _EXCLUDED_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints", ".venv"}
 _TITLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 
@@ -78,6 +77,10 @@ def validate_title(title: str) -> None:
 
 def validate_dependencies(dependencies: Optional[list[str]]) -> list[str]:
     """Each entry must be a PEP 508 requirement string; return them unchanged."""
+    if dependencies is not None and (isinstance(dependencies, (str, bytes)) or not isinstance(dependencies, (list, tuple))):
+        raise ValueError(
+            f"dependencies={dependencies!r} must be a list of requirement strings, e.g. dependencies=['numpy==2.1.0']."
+        )
     result = []
     for dep in dependencies or []:
         try:
@@ -92,40 +95,61 @@ def validate_dependencies(dependencies: Optional[list[str]]) -> list[str]:
 
 
 def pack_working_dir(working_dir: str | Path, entrypoint: str) -> bytes:
-    """A gzip tar of ``working_dir``'s contents; checks the entrypoint and size first."""
+    """A gzip tar of ``working_dir``'s contents; checks the entrypoint, links and size first."""
+    if not isinstance(working_dir, (str, os.PathLike)):
+        raise ValueError(f"working_dir={working_dir!r} must be the path of the folder holding your program.")
     root = Path(working_dir).expanduser()
     if not root.is_dir():
         raise ValueError(f"working_dir {str(root)!r} is not a directory. Pass the folder holding your program.")
     root = root.resolve()
-    if not entrypoint or not entrypoint.endswith(".py"):
+    if not isinstance(entrypoint, str) or not entrypoint.endswith(".py"):
         raise ValueError(f"entrypoint {entrypoint!r} must name a .py file inside working_dir, e.g. 'program.py'.")
+    if Path(entrypoint).is_absolute():
+        raise ValueError(f"entrypoint {entrypoint!r} must be a path relative to working_dir, e.g. 'program.py'.")
     entry = (root / entrypoint).resolve()
     if not entry.is_file() or not entry.is_relative_to(root):
         raise ValueError(
             f"Entrypoint file [{entrypoint}] does not exist in [{root}] working directory."
         )
+    members = _members(root)
+    # Measured before anything is read, over the files themselves, as Qiskit Serverless's client does.
+    size, limit = sum(path.lstat().st_size for path, _ in members if path.is_file()), max_upload_bytes()
+    if size > limit:
+        raise ValueError(
+            f"working_dir {root} holds {size / 2**20:.1f} MB, over the {limit / 2**20:.3g} MB allowed. Move data "
+            "files to the data store (client.file_upload) or raise QSFLOW_MAX_UPLOAD_MB."
+        )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part in _EXCLUDED_DIRS for part in rel.parts):
-                continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise ValueError(
-                    f"{rel} is a symlink leading outside working_dir ({path.resolve()}); "
-                    "copy the file into working_dir instead."
-                )
+        for path, rel in members:
             tar.add(path, arcname=str(rel), recursive=False)
-            if buffer.tell() > MAX_UPLOAD_BYTES:
-                raise ValueError(
-                    f"working_dir {root} packs to over {MAX_UPLOAD_BYTES >> 20} MB. Move data files to "
-                    "the data store (client.file_upload) or raise QSFLOW_MAX_UPLOAD_MB."
-                )
     return buffer.getvalue()
 
 
+def _members(root: Path) -> list[tuple[Path, Path]]:
+    """What an upload packs: every path under ``root`` but caches; refuses links that lead outside it."""
+    members = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part in _EXCLUDED_DIRS for part in rel.parts):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ValueError(
+                f"{rel} is a symlink leading outside working_dir ({path.resolve()}); "
+                "copy the file into working_dir instead."
+            )
+        if not (path.is_symlink() or path.is_file() or path.is_dir()):
+            raise ValueError(f"{rel} in working_dir is not a plain file (a socket, pipe or device); remove it.")
+        members.append((path, rel))
+    return members
+
+
 def list_versions(store: QsflowStore, full_title: str) -> list[int]:
-    return sorted(int(v) for v in store.list_names(f"programs/{full_title}") if v.isdigit())
+    try:
+        names = store.list_names(f"programs/{full_title}")
+    except ValueError:  # a title no upload could have stored ('..'): no such function
+        return []
+    return sorted(int(v) for v in names if v.isdigit())
 
 
 def read_spec(store: QsflowStore, full_title: str, version: Optional[int] = None) -> ProgramSpec:

@@ -31,3 +31,29 @@ def api_url(host: str) -> str:
             "ServerlessClient(host='http://127.0.0.1:4200/api'), or no host for the embedded default."
         )
     return host if host.endswith("/api") else f"{host}/api"
+
+
+def _megabytes(names: tuple[str, ...], default: float) -> int:
+    """A size limit in bytes from the first of ``names`` set in the environment (in MB), else ``default`` MB."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            try:
+                megabytes = float(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r} is not a number of megabytes, e.g. {name}=50.") from None
+            return int(megabytes * 1024 * 1024)
+    return int(default * 1024 * 1024)
+
+
+def max_upload_bytes() -> int:
+    """Largest working_dir an upload packs (its files' total size), as Qiskit Serverless's client:
+    ``QSFLOW_MAX_UPLOAD_MB``, else Qiskit Serverless's ``MAX_ARTIFACT_FILE_SIZE_MB_OVERRIDE``, else 50 MB."""
+    return _megabytes(("QSFLOW_MAX_UPLOAD_MB", "MAX_ARTIFACT_FILE_SIZE_MB_OVERRIDE"), 50)
+
+
+def max_arguments_bytes() -> int:
+    """Largest arguments a job takes, JSON-encoded with the rest of its flow-run parameters:
+    ``QSFLOW_MAX_ARGUMENTS_MB``, else 0.5 MB, the Prefect server's own limit on a flow run's parameters
+    (``PREFECT_SERVER_API_MAX_PARAMETER_SIZE``, 524288 bytes; raise both together)."""
+    return _megabytes(("QSFLOW_MAX_ARGUMENTS_MB",), 0.5)

@@ -161,35 +161,3 @@ def test_listing_functions_and_jobs(client, echo):
     assert client.job(job.job_id).job_id == job.job_id
     assert client.job("00000000-0000-0000-0000-000000000000") is None
     job.result(cadence=1)
-
-
-def test_unknown_function_is_a_404(client):
-    with pytest.raises(QiskitServerlessException, match="Qiskit Function no-such-function doesn't exist"):
-        client.run("no-such-function", {})
-    with pytest.raises(QiskitServerlessException, match="404"):
-        client.function("no-such-function")
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(entrypoint="missing.py"), "does not exist in"),
-        (dict(entrypoint="echo.txt"), "must name a .py file"),
-        (dict(entrypoint="echo.py", working_dir="/nonexistent/dir"), "is not a directory"),
-        (dict(entrypoint="echo.py", dependencies=["numpy=="]), "is not a valid requirement"),
-        (dict(entrypoint="echo.py", title="a" * 101), "use at most 100"),
-        (dict(entrypoint="echo.py", title="bad\ntitle"), "no control characters"),
-    ],
-)
-def test_bad_upload_is_refused_and_registers_nothing(client, kwargs, message):
-    spec = dict(title="refused", working_dir=str(PROGRAMS / "basic"))
-    spec.update(kwargs)
-    with pytest.raises(QiskitServerlessException, match=message):
-        client.upload(QiskitFunction(**spec))
-    with pytest.raises(QiskitServerlessException, match="doesn't exist"):
-        client.function("refused")
-
-
-def test_unserializable_arguments_are_refused(echo):
-    with pytest.raises(QiskitServerlessException, match="Cannot encode"):
-        echo.run(value=object())
