@@ -96,11 +96,8 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
             state = _start_server(state, timeout)
         if not state["worker"]:
             _ensure_work_pool(state["url"])
-            state["worker_pid"] = _spawn(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL,
-                 "--type", "process", "--name", f"qsflow-embedded-{os.getpid()}"],
-                "worker.log", prefect_env(state["url"]),
-            )
+            state["worker_pid"] = _spawn(_worker_command(f"qsflow-embedded-{os.getpid()}"),
+                                         "worker.log", prefect_env(state["url"]))
             state["worker"] = True
         write_state(_state_file(), {k: state[k] for k in ("url", "port", "server_pid", "worker_pid")})
     # Jobs' distributed tasks use one local Ray head; begin starting it now so it is warm by the first job.
@@ -108,6 +105,17 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
 
     ray_cluster.prestart_local_head()
     return state["url"]
+
+
+def _worker_command(name: str) -> list[str]:
+    """Prefect's process worker; by default qsflow's, which forks runner-flow runs from a warm process
+    (``deployments.warm_worker``); ``QSFLOW_WARM_WORKER=0`` starts Prefect's stock one."""
+    if os.environ.get("QSFLOW_WARM_WORKER", "1") == "0":
+        return [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+                "--name", name]
+    # Not ``-m``: the worker's forked runs unpickle its functions by the module's real name.
+    return [sys.executable, "-c", "import sys; from deployments.warm_worker import main; sys.exit(main())",
+            "--pool", WORK_POOL, "--name", name]
 
 
 def _start_server(state: dict, timeout: float) -> dict:

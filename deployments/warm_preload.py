@@ -1,0 +1,20 @@
+"""What the embedded worker's forkserver loads once, so each job's runner process starts with it loaded.
+
+Imported only in that forkserver (``deployments.warm_worker``). Besides Prefect's flow engine and qsflow's runner
+modules it loads Prefect's collections (prefect-docker, prefect-ray: their entry points), which Prefect imports on
+a job's first block load (the store) and which cost ~0.5 s per job otherwise (py-spy, this machine).
+"""
+
+from prefect._internal.plugins.collections import load_prefect_collections
+
+import prefect.engine  # noqa: F401
+import prefect.flow_engine  # noqa: F401
+import blocks.storage  # noqa: F401
+import deployments.arguments_schema  # noqa: F401
+import deployments.programs  # noqa: F401
+import deployments.ray_cluster  # noqa: F401
+import flows.runner  # noqa: F401
+import tasks.ray_block  # noqa: F401
+import tasks.task_runs  # noqa: F401
+
+load_prefect_collections()

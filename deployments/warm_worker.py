@@ -1,0 +1,209 @@
+"""The embedded worker: Prefect's process worker, starting the runner flow's runs from a warm process.
+
+Prefect's ``ProcessWorker`` starts every flow run in a fresh interpreter, twice over in Prefect 3.9 (a workspace
+supervisor that imports Prefect and reads the deployment, which then ``exec``\\ s ``python -m prefect.engine``, which
+imports Prefect again and then the flow's module). Measured here, that is 2-4 s of a trivial job's ~4 s
+``run()`` -> DONE (bench: ``python -m bench``).
+
+:class:`WarmProcessWorker` is that worker with one change, for runs of qsflow's runner flow
+(``flows.runner:run_program``, the entrypoint of every program's deployment): it forks them from a multiprocessing
+*forkserver* that imported Prefect's flow engine and ``flows.runner`` once, when the worker started. Each run is
+still a process of its own that the worker tracks, cancels (``job.stop()``) and reports on through Prefect's own
+executor; Prefect's flow engine runs the flow in it exactly as ``python -m prefect.engine`` would (same state
+transitions, hooks, logs). Runs of any other entrypoint go through the stock path.
+
+Started by :mod:`deployments.server` (``python -c 'from deployments.warm_worker import main; ...' --pool qsflow``);
+``QSFLOW_WARM_WORKER=0`` there starts Prefect's stock ``prefect worker start`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from typing import Any, Optional
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.runner._flow_run_executor import FlowRunExecutorContext
+from prefect.runner._process_manager import ProcessHandle
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+
+RUNNER_ENTRYPOINT = "flows.runner:run_program"
+# Imported once by the forkserver; every run forked from it starts with them loaded.
+PRELOAD = ["deployments.warm_preload", "deployments.warm_worker"]
+
+_forkserver: Optional[multiprocessing.context.BaseContext] = None
+
+
+def forkserver() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context whose forkserver holds the preloaded modules (started on first use)."""
+    global _forkserver
+    if _forkserver is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        _forkserver = context
+    return _forkserver
+
+
+def warm_up() -> None:
+    """Start the forkserver now (it imports ``PRELOAD``), so the first job does not wait for it."""
+    process = forkserver().Process(target=_noop)
+    process.start()
+    process.join()
+
+
+def _noop() -> None:
+    pass
+
+
+def _execute(flow_run_id: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked process: what ``python -m prefect.engine`` does, with the runner flow already imported."""
+    os.environ.update(env)
+    os.chdir(cwd)
+    from prefect._internal.control_listener import configure_from_env
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.engine import handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
+    from prefect.settings import Settings
+
+    from flows.runner import run_program
+
+    run_id = UUID(flow_run_id)
+    configure_from_env()
+    # Settings read from this run's environment (the forkserver's were read when it started).
+    with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+        with handle_engine_signals(run_id):
+            flow_run = load_flow_run(flow_run_id=run_id)
+            run_flow(run_program, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
+
+
+class ForkedRunStarter:
+    """Prefect's ``ProcessStarter`` protocol: start the run in a process forked from the warm forkserver."""
+
+    def __init__(self, env: dict[str, Optional[str]], cwd: str, control_channel: Any = None) -> None:
+        self._env = env
+        self._cwd = cwd
+        self._control_channel = control_channel
+
+    async def start(self, flow_run: Any,
+                    task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
+        from prefect.utilities.processutils import sanitize_subprocess_env
+
+        env = {**os.environ, **{k: v for k, v in self._env.items() if v is not None}}
+        env["PREFECT__FLOW_RUN_ID"] = str(flow_run.id)
+        env["PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS"] = "false"  # the worker runs those hooks
+        registered = False
+        if self._control_channel is not None:
+            try:  # graceful cancellation through Prefect's control channel, as the stock starters do
+                port, token = self._control_channel.register(flow_run.id)
+                env["PREFECT__CONTROL_PORT"], env["PREFECT__CONTROL_TOKEN"] = str(port), token
+                registered = True
+            except RuntimeError:
+                pass
+        env = {k: v for k, v in sanitize_subprocess_env(env).items() if v is not None}
+        process = forkserver().Process(target=_execute, args=(str(flow_run.id), env, self._cwd),
+                                       name=f"qsflow-run-{flow_run.id}")
+        handed_off = False
+        try:
+            process.start()
+            task_status.started(ProcessHandle(process))
+            handed_off = True
+            await anyio.to_thread.run_sync(process.join)
+        except BaseException:
+            if registered and not handed_off:
+                self._control_channel.unregister(flow_run.id)
+            raise
+
+
+class WarmProcessWorker(ProcessWorker):
+    """Prefect's process worker; runs of the runner flow start forked from a warm forkserver (module doc).
+
+    It serves the same ``process`` work pools (so it takes over Prefect's registration of that type in this
+    process: Prefect warns about that once).
+    """
+
+    _entrypoints: dict[UUID, Optional[str]] = {}
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), so a job
+        does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._poll_on_scheduled_runs)
+            try:
+                await super().start(*args, **kwargs)
+            finally:
+                group.cancel_scope.cancel()
+
+    async def _poll_on_scheduled_runs(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        only_scheduled = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]))
+        while True:
+            try:
+                async with get_events_subscriber(filter=only_scheduled, reconnect_on_clean_close=True) as events:
+                    async for _ in events:
+                        if self._runs_task_group is not None:  # the worker has started its loops
+                            await self.get_and_submit_flow_runs()
+            except Exception as error:  # the regular poll still runs; try again shortly
+                self._logger.debug("Scheduled-run events unavailable (%s); polling only", error)
+            await anyio.sleep(2)
+
+    async def _entrypoint(self, flow_run: Any) -> Optional[str]:
+        deployment_id = flow_run.deployment_id
+        if deployment_id is None:
+            return None
+        if deployment_id not in self._entrypoints:
+            deployment = await self.client.read_deployment(deployment_id)
+            self._entrypoints[deployment_id] = deployment.entrypoint
+        return self._entrypoints[deployment_id]
+
+    async def run(self, flow_run: Any, configuration: ProcessJobConfiguration,
+                  task_status: Optional[anyio.abc.TaskStatus[int]] = None) -> ProcessWorkerResult:
+        if configuration._command_configured or await self._entrypoint(flow_run) != RUNNER_ENTRYPOINT:
+            return await super().run(flow_run, configuration, task_status)
+        if task_status is None:
+            task_status = anyio.TASK_STATUS_IGNORED
+        from flows.runner import run_program
+
+        async def resolve_flow(_: Any) -> Any:
+            return run_program
+
+        cwd = str(configuration.working_dir or os.getcwd())
+        async with FlowRunExecutorContext() as context:
+            starter = ForkedRunStarter(dict(configuration.env), cwd, context.control_channel)
+            executor = context.create_executor(flow_run, starter, resolve_flow=resolve_flow,
+                                               propose_submitting=False)
+            execution: Any = None
+
+            async def execute(*, task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED,
+                              ) -> None:
+                nonlocal execution
+                execution = await executor.submit(task_status=task_status)
+
+            async with anyio.create_task_group() as group:
+                handle = await group.start(execute)
+                if handle.pid is None:
+                    raise RuntimeError("Flow run process has no PID")
+                task_status.started(handle.pid)
+        if execution is None or execution.status_code is None:
+            raise RuntimeError("Failed to start flow run process.")
+        return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
+
+
+async def _serve(pool: str, name: str) -> None:
+    await WarmProcessWorker(work_pool_name=pool, name=name).start()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="qsflow's embedded Prefect process worker (warm runner starts)")
+    parser.add_argument("--pool", required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    warm_up()
+    print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
+    anyio.run(_serve, args.pool, args.name)
+    return 0
