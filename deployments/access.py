@@ -82,21 +82,28 @@ def ibm_credentials_block(user: str) -> str:
 
 def save_ibm_credentials(user: str, token: str, instance: Optional[str], channel: Optional[str]) -> None:
     """Keep an IBM Quantum token in a Prefect Secret block: never in parameters, logs or events."""
+    import json
+
     from prefect.blocks.system import Secret
 
-    Secret(value={"token": token, "instance": instance or "", "channel": channel or ""}).save(
-        ibm_credentials_block(user), overwrite=True
-    )
+    # One JSON string, not a dict: Prefect's API obfuscates a string Secret's value when it is read without
+    # include_secrets, but returns a dict value's members in clear text.
+    credentials = json.dumps({"token": token, "instance": instance or "", "channel": channel or ""})
+    Secret(value=credentials).save(ibm_credentials_block(user), overwrite=True)
 
 
 def ibm_credentials_env(user: str) -> dict[str, str]:
     """``QISKIT_IBM_*`` variables for a job of ``user`` ({} when no credentials were saved)."""
     from prefect.blocks.system import Secret
 
+    import json
+
     try:
         value = Secret.load(ibm_credentials_block(user)).get()
     except ValueError:
         return {}
+    if isinstance(value, str):
+        value = json.loads(value)
     env = {"QISKIT_IBM_TOKEN": value["token"]}
     if value.get("instance"):
         env["QISKIT_IBM_INSTANCE"] = value["instance"]

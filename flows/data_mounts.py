@@ -29,9 +29,13 @@ DATA_MOUNT = "/data"
 FUNCTION_DATA_MOUNT = "/function_data"
 IN_CONTAINER_ENV = "QSFLOW_IN_CONTAINER"  # set by the Docker work pool of image functions
 
-# sh -c SCRIPT qsflow-mount SRC DST [SRC DST ...] -- COMMAND...: bind each SRC at DST, then exec.
+# sh -c SCRIPT qsflow-mount OP... -- COMMAND...: apply each OP in order, then exec the command.
+# OPs: "bind SRC DST" (bind-mount SRC at DST) and "hide DIR" (an empty tmpfs over DIR).
 _MOUNT_SCRIPT = (
-    'set -e; while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done; '
+    'set -e; while [ "$1" != "--" ]; do case "$1" in '
+    'bind) mkdir -p "$3"; mount --bind "$2" "$3"; shift 3;; '
+    'hide) mount -t tmpfs -o size=1m,mode=0755 qsflow-hidden "$2"; shift 2;; '
+    '*) echo "qsflow-mount: unknown operation $1" >&2; exit 2;; esac; done; '
     'shift; exec "$@"'
 )
 
@@ -65,6 +69,7 @@ class JobData:
     function_data_dir: Optional[Path]
     mounted: bool
     linked: bool = False  # /data and /function_data are links in the job's own container
+    store_data_root: Optional[Path] = None  # a local store's data folder: hidden but for the job's own scopes
 
     def env(self) -> dict[str, str]:
         if self.mounted or self.linked:
@@ -80,11 +85,18 @@ class JobData:
     def wrap(self, command: list[str]) -> list[str]:
         if not self.mounted:
             return command
-        pairs = [str(self.data_dir), DATA_MOUNT]
+        mounts = {DATA_MOUNT: self.data_dir}
         if self.function_data_dir is not None:
-            pairs += [str(self.function_data_dir), FUNCTION_DATA_MOUNT]
+            mounts[FUNCTION_DATA_MOUNT] = self.function_data_dir
+        ops = [arg for target, source in mounts.items() for arg in ("bind", str(source), target)]
+        root = self.store_data_root
+        if root is not None and all(Path(p).resolve().is_relative_to(root) for p in mounts.values()):
+            # Other users' and functions' files stay out of reach by their real paths too: the store's
+            # data folder is an empty tmpfs, with only the job's own scopes bound back in place.
+            ops += ["hide", str(root)]
+            ops += [arg for target, source in mounts.items() for arg in ("bind", target, str(Path(source).resolve()))]
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_SCRIPT, "qsflow-mount",
-                *pairs, "--", *command]
+                *ops, "--", *command]
 
 
 @contextlib.contextmanager
@@ -114,7 +126,9 @@ def job_data(store: QsflowStore, user: str, full_title: str, job_dir: Path,
         log(f"/data is not available in this job (no private mount namespace here: needs root and "
             f"util-linux unshare); the program's data directory is DATA_PATH={staged[0].local}.")
     try:
-        yield JobData(staged[0].local, staged[1].local if len(staged) > 1 else None, mounted, linked)
+        local_root = store.local_path("data")
+        yield JobData(staged[0].local, staged[1].local if len(staged) > 1 else None, mounted, linked,
+                      store_data_root=Path(local_root).resolve() if local_root else None)
     finally:
         for item in staged:
             if item.remote:

@@ -81,3 +81,30 @@ def test_a_plain_program_unpacks(extraction: str, tmp_path: Path) -> None:
             tmp_path)
     assert (tmp_path / "main.py").read_bytes() == b"print(1)"
     assert (tmp_path / "lib" / "alias.py").read_bytes() == b"X = 1"
+
+
+def test_a_job_refuses_a_crafted_archive_in_the_store_and_writes_nothing_outside(client, qsflow_home):
+    """End to end: a crafted archive swapped into the store as a function's program fails the job (ERROR, the
+    reason in its logs) and nothing lands outside the job's program directory."""
+    import json
+    import uuid
+
+    from serverless_compat import QiskitFunction
+
+    from conftest import PROGRAMS
+
+    function = client.upload(QiskitFunction(title="tar-slip", entrypoint="echo.py", working_dir=str(PROGRAMS / "basic")))
+    marker = f"qsflow-slip-{uuid.uuid4().hex}.txt"
+    # From <home>/jobs/<id>/work, three levels up is the qsflow home itself.
+    store = client._store
+    folder = f"programs/tar-slip/{function.version}"
+    meta = json.loads(store.read_bytes(f"{folder}/meta.json"))
+    store.write_bytes(f"{folder}/program.tar.gz", _archive(_file("echo.py", b"print('never runs')"),
+                                                           _file(f"../../../{marker}", b"escaped")))
+    job = function.run()
+    with pytest.raises(Exception):
+        job.result(cadence=1)
+    assert job.status() == "ERROR"
+    assert meta["entrypoint"] == "echo.py"
+    assert "never runs" not in job.logs()
+    assert not list(qsflow_home.rglob(marker)) and not list(Path("/tmp").glob(marker))
