@@ -4,6 +4,8 @@
     qsflow server status   show what runs, and where
     qsflow server stop     stop both
     qsflow docker-pool create   create the Docker work pool image functions run on (run it where Docker runs)
+    qsflow cluster up|down|status   cluster mode on this machine: PostgreSQL, a Prefect server, two workers,
+                                two Ray nodes, S3 (deployments/local_cluster.py; `qsflow cluster up --help`)
     qsflow schedule TITLE --cron "0 * * * *" [--args args.json] [--timezone Europe/Paris]
                                 run a function on a schedule (or --interval SECONDS, --rrule RRULE)
     qsflow schedules TITLE      list a function's schedules and its next scheduled jobs
@@ -115,6 +117,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     remove_parser = commands.add_parser("unschedule", help="remove a schedule")
     remove_parser.add_argument("title")
     remove_parser.add_argument("schedule_id")
+    commands.add_parser("cluster", add_help=False, help="cluster mode on this machine (qsflow cluster up|down|status)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cluster"]:  # its own options: `qsflow cluster up --help`
+        from deployments import local_cluster
+
+        return local_cluster.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command in ("schedule", "schedules", "unschedule"):
         return {"schedule": _schedule, "schedules": _schedules, "unschedule": _unschedule}[args.command](args)

@@ -116,8 +116,10 @@ def local_head_status() -> dict:
     return {**state, "running": running}
 
 
-def _head_command(port: int) -> list[str]:
-    num_cpus = os.environ.get(NUM_CPUS_ENV) or str(os.cpu_count() or 1)
+def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[int] = None) -> list[str]:
+    """``ray start --head --block`` on 127.0.0.1:``port`` (temp dir: this home's local head's unless given;
+    CPUs: ``num_cpus``, else ``QSFLOW_RAY_NUM_CPUS``, else all cores)."""
+    num_cpus = str(num_cpus or os.environ.get(NUM_CPUS_ENV) or os.cpu_count() or 1)
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -127,7 +129,7 @@ def _head_command(port: int) -> list[str]:
         "--include-dashboard", "false", "--disable-usage-stats",
         "--num-cpus", num_cpus,
         "--object-store-memory", os.environ.get(OBJECT_STORE_ENV) or str(512 * 1024 * 1024),
-        "--temp-dir", str(_temp_dir()),
+        "--temp-dir", str(temp_dir or _temp_dir()),
     ]
     resources = os.environ.get(RESOURCES_ENV)
     if resources:
@@ -148,7 +150,7 @@ def _spawn_head() -> dict:
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            _head_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            head_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=head_env(), start_new_session=True, cwd=str(home()),
         )
     state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid,
@@ -253,7 +255,7 @@ def address(start: bool = True) -> Optional[str]:
     return state["address"] if state["running"] else None
 
 
-def _session_pids(temp_dir: Optional[str]) -> list[int]:
+def session_pids(temp_dir: Optional[str]) -> list[int]:
     """Processes still running from a head's session (workers sit in their own process groups)."""
     if not temp_dir:
         return []
@@ -271,7 +273,7 @@ def _session_pids(temp_dir: Optional[str]) -> list[int]:
 def _cleanup(state: dict) -> None:
     # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
     terminate_group(state.get("pid"), grace=3.0)
-    for pid in _session_pids(state.get("temp_dir")):
+    for pid in session_pids(state.get("temp_dir")):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if state.get("temp_dir"):
