@@ -66,6 +66,22 @@ JOB_PROGRAM = textwrap.dedent('''
     def transpile_remote(circuit, seed):
         return pass_manager(seed).run(circuit)
 
+    @ray.remote(num_cpus=1)
+    def raw_transpile(circuit, seed):
+        return pass_manager(seed).run(circuit)
+
+    def transpile_seeded(count, seed):
+        """Builds its circuits from seeds (small arguments: the cache key hashes them) and transpiles them."""
+        return [pass_manager(seed).run(c) for c in circuits(count, qubits=20, depth=60)]
+
+    transpile_batch = distribute_task(target={"cpu": 1})(transpile_seeded)
+    if get_arguments().get("cache"):
+        transpile_batch_cached = distribute_task(target={"cpu": 1}, cache=True)(transpile_seeded)
+
+    def circuits(count, qubits=12, depth=40):
+        from qiskit.circuit.random import random_circuit
+        return [random_circuit(qubits, depth, max_operands=2, measure=True, seed=s) for s in range(count)]
+
     def server_cpu():
         pid = get_arguments()["server_pid"]
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -107,21 +123,38 @@ JOB_PROGRAM = textwrap.dedent('''
     direct, _, direct_cpu = best(direct_square, get)
     default, submit, default_cpu = best(square, get)
 
-    from qiskit.circuit.random import random_circuit
-    batch = [random_circuit(12, 40, max_operands=2, measure=True, seed=s) for s in range(arguments["circuits"])]
-    fan_outs = []
+    batch = circuits(arguments["circuits"])
+    fan_outs, raw_fan_outs = [], []
     for _ in range(2):  # the first round also pays each worker's qiskit import and backend load
         start = time.perf_counter()
         parallel = get([transpile_remote(c, 7) for c in batch])
         fan_outs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        raw_parallel = ray.get([raw_transpile.remote(c, 7) for c in batch])
+        raw_fan_outs.append(time.perf_counter() - start)
     manager = pass_manager(7)
     start = time.perf_counter()
     serial = [manager.run(c) for c in batch]
     in_process = time.perf_counter() - start
+
+    cache = None
+    if arguments.get("cache"):
+        count = arguments["cache_circuits"]
+        recompute, cached = [], []
+        for _ in range(2):  # the same call twice without cache, then twice with: the second one is a hit
+            start = time.perf_counter()
+            uncached_value = get(transpile_batch(count, 11))
+            recompute.append(time.perf_counter() - start)
+        for _ in range(2):
+            start = time.perf_counter()
+            cached_value = get(transpile_batch_cached(count, 11))
+            cached.append(time.perf_counter() - start)
+        cache = {"recompute_s": recompute, "cached_s": cached, "same": cached_value == uncached_value}
     save_result({"first_batch_s": first_batch, "first_batch_from_start_s": from_start, "raw_ms": raw,
                  "direct_ms": direct, "default_ms": default, "default_submit_ms": submit,
                  "server_cpu_ms": {"raw": raw_cpu, "direct": direct_cpu, "default": default_cpu},
-                 "fan_out_s": fan_outs, "serial_s": in_process, "same": parallel == serial,
+                 "fan_out_s": fan_outs, "raw_fan_out_s": raw_fan_outs, "serial_s": in_process,
+                 "same": parallel == serial == raw_parallel, "cache": cache,
                  "cpus": ray.cluster_resources().get("CPU", 0)})
 ''')
 
@@ -179,8 +212,35 @@ def _all_task_runs(api: Any, job_id: str) -> list:
             return runs
 
 
-def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 2) -> None:
-    """The default engine against raw Ray, the direct engine and serial work, in one fresh job on the warm head."""
+SERIAL_PROGRAM = textwrap.dedent('''
+    import json, sys, time
+    from qiskit.circuit.random import random_circuit
+    from qiskit.transpiler import generate_preset_pass_manager
+    from qiskit_ibm_runtime.fake_provider import FakeSherbrooke
+    batch = [random_circuit(12, 40, max_operands=2, measure=True, seed=s) for s in range(int(sys.argv[1]))]
+    manager = generate_preset_pass_manager(optimization_level=2, backend=FakeSherbrooke(), seed_transpiler=7)
+    manager.run(batch[0])
+    start = time.perf_counter()
+    [manager.run(c) for c in batch]
+    print(json.dumps({"serial_s": time.perf_counter() - start}))
+''')
+
+
+def serial_single_thread(circuits: int) -> float:
+    """The serial transpile of the same circuits in a fresh process with Qiskit's Rust threads limited to one
+    (``RAYON_NUM_THREADS=1``): the baseline "serial" means on a machine where the transpiler uses one core."""
+    import json
+    import subprocess
+
+    output = subprocess.run([sys.executable, "-c", SERIAL_PROGRAM, str(circuits)], check=True, capture_output=True,
+                            text=True, env={**os.environ, "RAYON_NUM_THREADS": "1"}).stdout
+    return json.loads(output.strip().splitlines()[-1])["serial_s"]
+
+
+def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 2, cache: bool = True,
+            cache_circuits: int = 6) -> dict[str, Any]:
+    """The default engine against raw Ray, the direct engine and serial work, in one fresh job on the warm head;
+    returns the program's figures plus ``run_s`` (run() to result) and ``recorded`` task-run counts."""
     from deployments import server
     from deployments.connection import prefect_api
     from serverless_compat import QiskitFunction
@@ -190,11 +250,11 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
         function = client.upload(QiskitFunction(title="bench-distribute", entrypoint="bench_program.py",
                                                 working_dir=program_dir))
     start = time.perf_counter()
-    job = function.run(tasks=tasks, first=first, reps=reps, circuits=circuits,
-                       server_pid=server.status()["server_pid"])
+    job = function.run(tasks=tasks, first=first, reps=reps, circuits=circuits, cache=cache,
+                       cache_circuits=cache_circuits, server_pid=server.status()["server_pid"])
     result = job.result(cadence=0.5)
-    wall = time.perf_counter() - start
-    expected = {"prefect-ray": first + reps * tasks + 2 * circuits, "direct": (1 + reps) * tasks}
+    result["run_s"] = time.perf_counter() - start
+    expected = {"prefect-ray": first + reps * tasks + 2 * circuits + (4 if cache else 0), "direct": (1 + reps) * tasks}
     with prefect_api(client.host) as api:
         deadline = time.monotonic() + 180
         while True:
@@ -204,8 +264,16 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
             if counts == expected or time.monotonic() > deadline:
                 break
             time.sleep(1)
+    result["recorded"], result["expected"] = counts, expected
+    result["cached_runs"] = sum(1 for r in runs if r.state_name == "Cached")
+    return result
+
+
+def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 2) -> None:
+    result = run_job(client, tasks, circuits, first, reps)
+    counts, expected = result["recorded"], result["expected"]
     raw, cpu = result["raw_ms"], result["server_cpu_ms"]
-    print(f"fresh job (run() -> DONE {wall:.1f} s), inside its program:")
+    print(f"fresh job (run() -> DONE {result['run_s']:.1f} s), inside its program:")
     print(f"  first batch of {first} tasks (default engine): {result['first_batch_s']:.2f} s from the first call, "
           f"{result['first_batch_from_start_s']:.2f} s from the program's start")
     print(f"  {tasks} trivial tasks in flight, warm, best of {reps} (per task; Prefect server CPU per task):")
@@ -215,10 +283,16 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
     print(f"    distribute_task, direct engine      {result['direct_ms']:7.2f} ms {result['direct_ms'] / raw:6.1f}x"
           f"   server {cpu['direct']:5.2f} ms")
     cold, warm = result["fan_out_s"]
+    raw_cold, raw_warm = result["raw_fan_out_s"]
     serial = result["serial_s"]
     print(f"  {circuits}-circuit transpile (FakeSherbrooke, level 2) on {result['cpus']:g} CPUs, default engine: "
           f"serial in-process {serial:.1f} s; fan-out first {cold:.1f} s ({serial / cold:.2f}x), "
-          f"warm {warm:.1f} s ({serial / warm:.2f}x); same circuits: {result['same']}")
+          f"warm {warm:.1f} s ({serial / warm:.2f}x); raw ray.remote fan-out warm {raw_warm:.1f} s "
+          f"(first {raw_cold:.1f} s); same circuits: {result['same']}")
+    if result.get("cache"):
+        cache = result["cache"]
+        print(f"  cache=True: recompute {min(cache['recompute_s']):.2f} s, cached {cache['cached_s'][1]:.3f} s "
+              f"({min(cache['recompute_s']) / cache['cached_s'][1]:.0f}x); same value: {cache['same']}")
     print(f"  completed task runs recorded: default engine {counts['prefect-ray']} of {expected['prefect-ray']}, "
           f"direct {counts['direct']} of {expected['direct']}")
 

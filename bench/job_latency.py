@@ -4,7 +4,8 @@
 
 Uses a fresh qsflow home (its own embedded server, stopped at the end). Prints the cold figures
 (server start, first job) and the warm run() -> DONE times with their ratio to running the same
-program with `python program.py`, measured in the same run.
+program with `python program.py`, measured in the same run. ``python -m bench`` runs the same
+measurement (:func:`measure`) with every other figure.
 """
 
 from __future__ import annotations
@@ -17,10 +18,65 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROGRAM = """from qiskit_serverless import get_arguments, save_result
 save_result({"echo": get_arguments()})
 """
+
+
+def plain_subprocess(source: Path, runs: int) -> list[float]:
+    """Wall times of ``python trivial.py`` (the shim importable, as in a job)."""
+    alias = ROOT / "serverless_compat" / "_alias"
+    env = {**os.environ, "PYTHONPATH": f"{alias}{os.pathsep}{ROOT}"}
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "trivial.py"], cwd=source, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def write_program(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "trivial.py").write_text(PROGRAM)
+    return directory
+
+
+def measure(client: Any, source: Path, runs: int) -> dict[str, Any]:
+    """Cold first job, then ``runs`` warm jobs run one after another; each to DONE.
+
+    Also the CPU the embedded server and worker (with the flow-run processes they reaped) spent per warm job.
+    """
+    from bench.proc_cpu import tree_cpu
+    from deployments import server
+    from serverless_compat import QiskitFunction
+
+    baseline = plain_subprocess(source, runs)
+    function = client.upload(QiskitFunction(title="trivial", entrypoint="trivial.py", working_dir=str(source)))
+    state = server.status()
+    timings = []
+
+    def cpu() -> tuple[float, float, float]:
+        return (tree_cpu([state.get("server_pid")]), tree_cpu([state.get("worker_pid")]), time.process_time())
+
+    before = cpu()
+    for index in range(runs + 1):
+        if index == 1:
+            before = cpu()
+        started = time.perf_counter()
+        job = function.run(index=index)
+        status = job.wait(timeout=300, poll=0.05)
+        assert status == "DONE", job.logs()
+        timings.append(time.perf_counter() - started)
+    used = [(after - earlier) / runs for after, earlier in zip(cpu(), before)]
+    warm = timings[1:]
+    return {"first_s": timings[0], "warm_s": warm, "warm_p50_s": statistics.median(warm),
+            "plain_s": baseline, "plain_p50_s": statistics.median(baseline),
+            "server_and_worker_cpu_per_job_s": used[0] + used[1], "cpu_per_job_s": {
+                "server": used[0], "worker_and_runs": used[1], "client_polling_every_50ms": used[2]}}
 
 
 def main() -> int:
@@ -29,44 +85,24 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qsflow-bench-") as tmp:
         os.environ["QSFLOW_HOME"] = str(Path(tmp) / "home")
-        source = Path(tmp) / "src"
-        source.mkdir()
-        (source / "trivial.py").write_text(PROGRAM)
-        alias = Path(__file__).resolve().parent.parent / "serverless_compat" / "_alias"
-        env = {**os.environ, "PYTHONPATH": f"{alias}{os.pathsep}{Path(__file__).resolve().parent.parent}"}
-
-        baseline = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "trivial.py"], cwd=source, env=env, check=True,
-                           capture_output=True)
-            baseline.append(time.perf_counter() - started)
-
+        source = write_program(Path(tmp) / "src")
         from deployments import server
-        from serverless_compat import QiskitFunction, ServerlessClient
+        from serverless_compat import ServerlessClient
 
         try:
             started = time.perf_counter()
             client = ServerlessClient()
             server_start = time.perf_counter() - started
-            function = client.upload(QiskitFunction(title="trivial", entrypoint="trivial.py",
-                                                    working_dir=str(source)))
-            timings = []
-            for index in range(args.runs + 1):
-                started = time.perf_counter()
-                job = function.run(index=index)
-                assert job.wait(timeout=300) == "DONE", job.logs()
-                timings.append(time.perf_counter() - started)
+            result = measure(client, source, args.runs)
         finally:
             server.stop()
-    first, warm = timings[0], timings[1:]
-    p50 = statistics.median(warm)
-    base = statistics.median(baseline)
+    warm, p50, base = result["warm_s"], result["warm_p50_s"], result["plain_p50_s"]
     print(f"embedded server start (cold):        {server_start:7.2f} s")
-    print(f"first job run() -> DONE (cold):      {first:7.2f} s")
+    print(f"first job run() -> DONE (cold):      {result['first_s']:7.2f} s")
     print(f"warm run() -> DONE, p50 of {len(warm)}:       {p50:7.2f} s  (min {min(warm):.2f}, max {max(warm):.2f})")
     print(f"plain `python program.py`, p50:      {base:7.2f} s")
     print(f"ratio warm job / plain subprocess:   {p50 / base:7.2f}x")
+    print(f"server + worker CPU per warm job:    {result['server_and_worker_cpu_per_job_s']:7.2f} s")
     return 0
 
 

@@ -1,0 +1,26 @@
+"""CPU time of processes from ``/proc`` (Linux): less sensitive than wall time to a shared, busy machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of ``pid`` (with ``children``: plus its reaped children's); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICK
+
+
+def tree_cpu(pids: Iterable[Optional[int]]) -> float:
+    """CPU of the given processes, including children they have reaped (finished flow runs, programs)."""
+    return sum(cpu_seconds(pid, children=True) for pid in pids if pid)
