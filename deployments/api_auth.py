@@ -28,6 +28,14 @@ def basic_auth_header(auth_string: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
 
 
+def configured_headers() -> dict[str, str]:
+    """The Authorization header for the credentials in Prefect's settings (auth string, else API key), or none."""
+    auth_string, key = _configured()
+    if auth_string:
+        return basic_auth_header(auth_string)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _configured() -> tuple[Optional[str], Optional[str]]:
     """Prefect's own credentials for the API: (auth string, API key), from the environment or profile."""
     from prefect.settings import get_current_settings  # here: programs use this module without loading Prefect

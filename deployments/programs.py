@@ -192,6 +192,9 @@ def register(client: SyncPrefectClient, store: QsflowStore, spec: ProgramSpec, w
     # meta.json last: a version is listed only once both files are in place.
     store.write_bytes(f"{folder}/meta.json", json.dumps(asdict(spec)).encode())
     _upsert_deployment(client, spec)
+    from deployments import status_relay
+
+    status_relay.ensure(client)  # the server reports jobs that end with no qsflow process left to say so
     return spec
 
 

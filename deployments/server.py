@@ -94,6 +94,7 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
         state = status()
         if not state["server"]:
             state = _start_server(state, timeout)
+            _ensure_status_relay(state["url"])
         if not state["worker"]:
             _ensure_work_pool(state["url"])
             state["worker_pid"] = _spawn(_worker_command(f"qsflow-embedded-{os.getpid()}"),
@@ -148,6 +149,16 @@ def _start_server(state: dict, timeout: float) -> dict:
         time.sleep(0.25)
     return {"url": url, "port": port, "server_pid": pid, "server": True,
             "worker_pid": None, "worker": False}
+
+
+def _ensure_status_relay(url: str) -> None:
+    """The server's automation reporting jobs that end with no qsflow process left (``deployments.status_relay``),
+    pointed at this start's URL."""
+    from deployments import status_relay
+    from deployments.connection import prefect_api
+
+    with prefect_api(url) as client:
+        status_relay.ensure(client)
 
 
 def _ensure_work_pool(url: str) -> None:

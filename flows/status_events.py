@@ -12,9 +12,16 @@ Who emits what — each change is emitted by the process that makes it:
 - ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``: the runner, once Prefect accepted the state
   (a program's own ``update_status`` posts its event over the REST API, ``post_status``).
 - ``DONE`` / ``ERROR``: the runner flow's completion/failure/crash hooks, after Prefect recorded the
-  final state.
-- ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``. A
-  cancel from the Prefect UI shows as Prefect's own ``prefect.flow-run.Cancelling`` event only.
+  final state. A runner that is killed runs no hook: its worker sees the process exit, reports the run
+  Crashed and runs the crash hook itself.
+- ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``; for a
+  cancel from anywhere else (the Prefect UI, the API) the worker's cancellation hook, after it killed
+  the runner.
+- Both, for every end no process saw (a queued run cancelled, a run Crashed by Prefect's server): the
+  server's own automation, ``deployments.status_relay``.
+
+A final status's event has one id per job and status (:func:`final_event_id`): Prefect's server keeps
+one event per id, so a job gets exactly one final event however many of these sides report it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,14 @@ from datetime import datetime
 from typing import Any, Optional
 
 STATUS_EVENT = "qsflow.job.status"
+# The first 8 hex digits of a final status event's id; the rest are the job id's (final_event_id).
+FINAL_ID_PREFIXES = {"DONE": "d0e0d0e0", "ERROR": "e4404e44", "CANCELED": "ca9ce1ed"}
+
+
+def final_event_id(job_id: str, job_status: str) -> Optional[str]:
+    """The one id every emitter gives ``job_status``'s event for ``job_id`` when it is final, else None."""
+    prefix = FINAL_ID_PREFIXES.get(job_status)
+    return f"{prefix}{str(job_id)[8:]}" if prefix else None
 
 
 def status_resource(job_id: str, function: str, job_status: str) -> dict[str, str]:
@@ -38,7 +53,12 @@ def emit_status(job_id: Any, function: str, job_status: str, occurred: Optional[
     """Emit ``qsflow.job.status`` for ``job_id`` of program ``function`` entering ``job_status``."""
     from prefect.events import emit_event
 
-    extra = {"occurred": occurred} if occurred is not None else {}
+    extra: dict[str, Any] = {"occurred": occurred} if occurred is not None else {}
+    final_id = final_event_id(str(job_id), job_status)
+    if final_id is not None:
+        from uuid import UUID
+
+        extra["id"] = UUID(final_id)
     emit_event(
         event=STATUS_EVENT,
         resource=status_resource(str(job_id), function, job_status),
@@ -56,7 +76,7 @@ def post_status(api: str, headers: dict[str, str], job_id: str, function: str, j
 
     import httpx
 
-    event = {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
+    event = {"id": final_event_id(job_id, job_status) or str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
              "event": STATUS_EVENT, "resource": status_resource(job_id, function, job_status),
              "payload": {"job_id": job_id, "function": function, "status": job_status}}
     try:
@@ -78,13 +98,23 @@ def emit_queued_if_unseen(flow_run: Any, function: str) -> None:
 
 
 def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    """A runner-flow hook: emit the job's final status (DONE or ERROR) once Prefect recorded it,
-    then record its usage table and result summary as artifacts (``flows.job_usage``)."""
+    """A runner-flow hook: emit the job's final status (DONE, ERROR or CANCELED) once Prefect recorded it,
+    then record its usage table and result summary as artifacts (``flows.job_usage``).
+
+    Completion and failure hooks run in the runner's process; the crash and cancellation hooks of a
+    killed runner run in the worker that ran it (Prefect's process worker loads the flow to run them)."""
     from flows import job_usage, status
 
     function = (flow_run.parameters or {}).get("program", flow_run.name)
-    emit_status(flow_run.id, function, status.to_job_status(state.type, state.name))
+    job_status = status.to_job_status(state.type, state.name)
+    emit_status(flow_run.id, function, job_status)
     _flush()
+    # The same event (same id) once more over REST, answered before this process may end: the server keeps one.
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.api_auth import configured_headers
+
+    post_status(PREFECT_API_URL.value(), configured_headers(), str(flow_run.id), function, job_status)
     from blocks.storage import load_store
 
     store = load_store()
@@ -100,4 +130,4 @@ def _flush() -> None:
 
 
 FINAL_HOOKS = {"on_completion": [_final_status_hook], "on_failure": [_final_status_hook],
-               "on_crashed": [_final_status_hook]}
+               "on_crashed": [_final_status_hook], "on_cancellation": [_final_status_hook]}

@@ -117,3 +117,60 @@ def test_a_failed_job_ends_with_an_error_event_and_its_usage_artifact(client, pr
         time.sleep(0.5)
     keyed = [a.key for a in artifacts if a.key]  # Prefect adds an unkeyed record of the failure result
     assert keyed == ["status-events-failing-resource-usage"], [(a.key, a.type, a.data) for a in artifacts]
+
+
+# --- ends no qsflow process reports itself: a cancel from the Prefect UI, a crash Prefect records --------------
+
+@pytest.fixture(scope="module")
+def sleepy_fn(client):
+    return client.upload(QiskitFunction(title="status-events-sleepy", entrypoint="sleeps.py",
+                                        working_dir=str(PROGRAMS / "sleepy")))
+
+
+def _final(prefect, job_id: str):
+    deadline = time.monotonic() + EVENT_DEADLINE
+    while not (state := prefect.read_flow_run(job_id).state).is_final():
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    return state
+
+
+def test_a_cancel_from_the_prefect_ui_emits_one_canceled(sleepy_fn, prefect, tmp_path):
+    from prefect.states import Cancelling
+
+    job = sleepy_fn.run(marker_dir=str(tmp_path))
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "pid").exists():  # the program runs
+        assert time.monotonic() < deadline, job.status()
+        time.sleep(0.2)
+    prefect.set_flow_run_state(job.job_id, Cancelling(), force=True)  # what the UI's "Cancel" does
+    assert _final(prefect, job.job_id).type.value == "CANCELLED"
+    statuses = [e.resource["qsflow.status"] for e in status_events(prefect, job.job_id, until="CANCELED")]
+    assert statuses == ["QUEUED", "INITIALIZING", "RUNNING", "CANCELED"]
+
+
+def test_a_queued_job_cancelled_from_the_ui_emits_canceled(sleepy_fn, prefect, tmp_path):
+    from prefect.states import Cancelling
+
+    job = sleepy_fn.run(marker_dir=str(tmp_path))
+    prefect.set_flow_run_state(job.job_id, Cancelling(), force=True)
+    assert _final(prefect, job.job_id).type.value == "CANCELLED"
+    statuses = [e.resource["qsflow.status"] for e in status_events(prefect, job.job_id, until="CANCELED")]
+    assert statuses[0] == "QUEUED" and statuses.count("CANCELED") == 1, statuses
+    assert statuses[-1] == "CANCELED"
+
+
+def test_a_crash_prefect_records_without_the_runner_emits_error(sleepy_fn, prefect):
+    """What Prefect's server does to a job whose machine went silent (deployments.lost_jobs): the relay reports it."""
+    from prefect.states import Crashed, Pending
+
+    from deployments.programs import read_deployment
+
+    # A run claimed by a worker that is gone (Pending: no worker polls it again), then marked Crashed.
+    run = prefect.create_flow_run_from_deployment(read_deployment(prefect, "status-events-sleepy").id,
+                                                  parameters={"arguments": {}}, state=Pending())
+    prefect.set_flow_run_state(run.id, Crashed(message="no heartbeat"), force=True)
+    assert _final(prefect, run.id).type.value == "CRASHED"
+    events = status_events(prefect, str(run.id), until="ERROR")
+    assert [e.resource["qsflow.status"] for e in events] == ["ERROR"]
+    assert events[0].resource["qsflow.function"] == "status-events-sleepy"

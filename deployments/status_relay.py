@@ -1,0 +1,81 @@
+"""The server's own record of a job's end, as ``qsflow.job.status``: an automation relaying Cancelled and Crashed.
+
+A job can end where no qsflow process is left to say so: cancelled from the Prefect UI before a worker
+picked it up, or its runner killed (SIGKILL, out of memory, the machine lost) so that Prefect marks it
+Crashed. The Prefect server records those states whoever set them and emits ``prefect.flow-run.Cancelled``
+/ ``prefect.flow-run.Crashed`` itself. This module keeps one automation on the server that turns each such
+event of a flow run in qsflow's work pools into the job's ``qsflow.job.status`` (CANCELED / ERROR): a
+``call-webhook`` action posting the event to the server's own ``/events`` API, through a Webhook block.
+
+The relayed event has the same id as the one the client (``job.stop()``) or the runner's hooks emit for
+the same job and status (``flows.status_events.final_event_id``), and Prefect's server keeps one event
+per id: each job gets exactly one final status event, whichever side saw the end first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flows.status_events import FINAL_ID_PREFIXES, STATUS_EVENT
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
+AUTOMATION_NAME = "qsflow: job ended (Cancelled/Crashed) -> qsflow.job.status"
+WEBHOOK_BLOCK = "qsflow-status-relay"
+RELAYED_EVENTS = ("prefect.flow-run.Cancelled", "prefect.flow-run.Crashed")
+
+
+def _payload() -> str:
+    """The Jinja template the server renders into the POST body: a list holding one event."""
+    status = "{% if event.event == 'prefect.flow-run.Cancelled' %}CANCELED{% else %}ERROR{% endif %}"
+    prefix = ("{% if event.event == 'prefect.flow-run.Cancelled' %}" + FINAL_ID_PREFIXES["CANCELED"]
+              + "{% else %}" + FINAL_ID_PREFIXES["ERROR"] + "{% endif %}")
+    job = "{{ flow_run.id }}"
+    function = "{{ (flow_run.parameters.program or flow_run.name) | tojson }}"
+    return (
+        '[{"id": "' + prefix + "{{ (flow_run.id | string)[8:] }}" + '", '
+        '"occurred": "{{ event.occurred }}", "event": "' + STATUS_EVENT + '", '
+        '"resource": {"prefect.resource.id": "prefect.flow-run.' + job + '", "qsflow.job": "' + job + '", '
+        '"qsflow.function": ' + function + ', "qsflow.status": "' + status + '"}, '
+        '"payload": {"job_id": "' + job + '", "function": ' + function + ', "status": "' + status + '"}}]'
+    )
+
+
+def ensure(client: SyncPrefectClient) -> str:
+    """Create, or bring up to date, the relay automation on the server ``client`` talks to; return its id.
+
+    The webhook posts to the URL the client uses (the embedded server: its 127.0.0.1 URL) with the
+    client's credentials (``PREFECT_API_AUTH_STRING``, as set for it): so call this inside the client's
+    settings context (``deployments.connection.prefect_api``). Every upload calls it, and the embedded
+    server each time it starts (its port may have changed).
+    """
+    from prefect.blocks.webhook import Webhook
+    from prefect.events.actions import CallWebhook
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    from deployments.api_auth import configured_headers
+    from deployments.images import IMAGE_POOL
+    from deployments.settings import WORK_POOL
+
+    headers = {"Content-Type": "application/json", **configured_headers()}
+    url = f"{str(client.api_url).rstrip('/')}/events"
+    block_id = Webhook(method="POST", url=url, headers=headers).save(WEBHOOK_BLOCK, overwrite=True)
+    automation = AutomationCore(
+        name=AUTOMATION_NAME,
+        description="qsflow: emit the job's final qsflow.job.status when Prefect records it Cancelled or Crashed "
+                    "(deployments/status_relay.py)",
+        trigger=EventTrigger(
+            expect=set(RELAYED_EVENTS), posture=Posture.Reactive, threshold=1,
+            # Every job runs in one of qsflow's work pools (a function's flow is named after the function).
+            match_related={"prefect.resource.role": "work-pool", "prefect.resource.name": [WORK_POOL, IMAGE_POOL]},
+        ),
+        actions=[CallWebhook(block_document_id=block_id, payload=_payload())],
+    )
+    existing = client.read_automations_by_name(AUTOMATION_NAME)
+    for extra in existing[1:]:
+        client.delete_automation(extra.id)
+    if existing:
+        client.update_automation(existing[0].id, automation)
+        return str(existing[0].id)
+    return str(client.create_automation(automation))
