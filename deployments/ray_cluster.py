@@ -36,6 +36,7 @@ ADDRESS_ENV = "QSFLOW_RAY_ADDRESS"
 NUM_CPUS_ENV = "QSFLOW_RAY_NUM_CPUS"
 RESOURCES_ENV = "QSFLOW_RAY_RESOURCES"
 OBJECT_STORE_ENV = "QSFLOW_RAY_OBJECT_STORE_BYTES"
+DASHBOARD_ENV = "QSFLOW_RAY_DASHBOARD"  # 1: start the local head with Ray's dashboard and state API
 START_TIMEOUT = float(os.environ.get("QSFLOW_RAY_START_TIMEOUT", "120"))
 _READY_LINE = "Ray runtime started"
 _QSFLOW_ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,8 @@ def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[
         "--ray-client-server-port", str(free_port()),
         "--dashboard-agent-listen-port", str(free_port()),
         "--dashboard-port", str(free_port()),
-        "--include-dashboard", "false", "--disable-usage-stats",
+        # The dashboard (and with it Ray's state API: `ray list tasks`) only when asked: it costs memory and start time.
+        "--include-dashboard", "true" if os.environ.get(DASHBOARD_ENV) == "1" else "false", "--disable-usage-stats",
         "--num-cpus", num_cpus,
         "--object-store-memory", os.environ.get(OBJECT_STORE_ENV) or str(512 * 1024 * 1024),
         "--temp-dir", str(temp_dir or _temp_dir()),

@@ -39,7 +39,11 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """True when a server could listen on ``port`` now. As uvicorn does, the probe sets SO_REUSEADDR: the
+    connections a stopped server leaves in TIME_WAIT must not move a restarted server to another port
+    (clients and running jobs keep the URL)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -115,6 +115,10 @@ def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
     from deployments.api_auth import configured_headers
 
     post_status(PREFECT_API_URL.value(), configured_headers(), str(flow_run.id), function, job_status)
+    if job_status != status.DONE:  # distributed tasks still running when the job ended went with it
+        from tasks.task_runs import close_open_task_runs
+
+        close_open_task_runs(flow_run.id, state)
     from blocks.storage import load_store
 
     store = load_store()

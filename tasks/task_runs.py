@@ -129,3 +129,32 @@ def recording(job_dir: Path, env: dict[str, str], flow_run_id: Any) -> Iterator[
         raise
     finally:
         recorder.stop(ended)
+
+
+def close_open_task_runs(flow_run_id: Any, job_state: State) -> int:
+    """End the task runs of a job that ended (``job_state``: Cancelling/Cancelled, Failed or Crashed) while they
+    still ran: their Ray workers went with the program, so no one else will. Cancelled when the job was cancelled,
+    else Crashed; returns how many were closed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    cancelled = job_state.type in (StateType.CANCELLING, StateType.CANCELLED)
+    reason = f"The job ended {job_state.type.value.lower()} while this task ran; its Ray worker was stopped with it."
+    open_types = [StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))])),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=open_types))),
+        )
+        for run in runs:
+            client.set_task_run_state(run.id, Cancelled(message=reason) if cancelled else Crashed(message=reason),
+                                      force=True)
+    return len(runs)

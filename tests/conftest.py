@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -131,3 +132,23 @@ def local_ray_head(test_module: str) -> Iterator[dict[str, Any]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+STATUS_EVENT_DEADLINE = 60
+
+
+def job_status_events(prefect, job_id: str, until: str, deadline: float = STATUS_EVENT_DEADLINE) -> list:
+    """The job's ``qsflow.job.status`` events, oldest first, once the one with status ``until`` is recorded
+    (polled for up to ``deadline`` seconds)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
+    event_filter = EventFilter(event=EventNameFilter(name=["qsflow.job.status"]),
+                               resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"]),
+                               order=EventOrder.ASC)
+    give_up = time.monotonic() + deadline
+    while True:
+        events = prefect.read_events(event_filter, limit=50).events
+        if any(e.resource["qsflow.status"] == until for e in events):
+            return events
+        assert time.monotonic() < give_up, [e.resource["qsflow.status"] for e in events]
+        time.sleep(0.5)

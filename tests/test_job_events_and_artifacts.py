@@ -9,25 +9,13 @@ import pytest
 
 from serverless_compat import QiskitFunction
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, job_status_events
 
 EVENT_DEADLINE = 60
 
 
 def status_events(prefect, job_id: str, until: str) -> list:
-    """The job's status events, oldest first, once the one with status ``until`` is recorded."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
-
-    event_filter = EventFilter(event=EventNameFilter(name=["qsflow.job.status"]),
-                               resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"]),
-                               order=EventOrder.ASC)
-    deadline = time.monotonic() + EVENT_DEADLINE
-    while True:
-        events = prefect.read_events(event_filter, limit=50).events
-        if any(e.resource["qsflow.status"] == until for e in events):
-            return events
-        assert time.monotonic() < deadline, [e.resource["qsflow.status"] for e in events]
-        time.sleep(0.5)
+    return job_status_events(prefect, job_id, until, EVENT_DEADLINE)
 
 
 @pytest.fixture(scope="module")
