@@ -108,7 +108,6 @@ def up(workers: int = 2, worker_limit: int = 4, ray_cpus: int = 2, lost_jobs_pol
 
 def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpus: int,
                lost_jobs: tuple[str, float], timeout: float) -> None:
-    server_env = _prefect_env(base / "server")
     db = postgres.start(base / "postgres", base / "postgres.log")
     state["postgres"] = {"pid": db.pid, "port": db.port}
     _save(state)
@@ -120,6 +119,7 @@ def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpu
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
+    server_env = _prefect_env(base / "server", url)
     server_env.update(PREFECT_API_DATABASE_CONNECTION_URL=db.url, PREFECT_UI_API_URL=url,
                       PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port))
     log = base / "prefect-server.log"
