@@ -124,7 +124,7 @@ class ForkedRunStarter:
                                        name=f"qsflow-run-{flow_run.id}")
         handed_off = False
         try:
-            process.start()
+            await anyio.to_thread.run_sync(process.start)  # talks to the forkserver: off the worker's event loop
             task_status.started(ProcessHandle(process))
             handed_off = True
             await anyio.to_thread.run_sync(process.join)
