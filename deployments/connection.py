@@ -14,7 +14,9 @@ import threading
 from typing import Any, Iterator, Optional
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
+
+from deployments.settings import API_RETRIES
 
 _lock = threading.Lock()
 _kept: dict[tuple, tuple[Any, Any, SyncPrefectClient]] = {}
@@ -42,6 +44,8 @@ def prefect_api(url: str, auth_string: Optional[str] = None) -> Iterator[SyncPre
             kept = _kept.get(key)
             if kept is None:
                 updates: dict[Any, Any] = {PREFECT_API_URL: url}
+                if PREFECT_CLIENT_MAX_RETRIES.value() < API_RETRIES:  # a busy server (503): retried longer
+                    updates[PREFECT_CLIENT_MAX_RETRIES] = API_RETRIES
                 if auth_string:
                     updates[PREFECT_API_AUTH_STRING] = auth_string
                 settings = context.settings.copy_with_update(updates=updates)

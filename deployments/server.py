@@ -8,7 +8,6 @@ process worker polling the ``qsflow`` work pool, both detached so later jobs reu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
-from deployments.settings import WORK_POOL, home
+from deployments.settings import API_RETRIES, WORK_POOL, home, max_running_jobs
 
 SERVER_START_TIMEOUT = float(os.environ.get("QSFLOW_SERVER_START_TIMEOUT", "120"))
 
@@ -63,6 +62,10 @@ def prefect_env(url: Optional[str] = None) -> dict[str, str]:
         # Jobs are picked up quickly: the worker polls every second (Prefect's default is 10 s).
         PREFECT_WORKER_QUERY_SECONDS=os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
         PREFECT_WORKER_PREFETCH_SECONDS="0",
+        # Jobs wait in QUEUED for a slot (max_running_jobs); Prefect's late-runs service would rewrite every
+        # waiting run as "Late" after 15 s, racing the worker for SQLite's write lock ("database is locked").
+        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+        PREFECT_CLIENT_MAX_RETRIES=str(max(API_RETRIES, int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 0))),
         QSFLOW_HOME=str(base),
     )
     if url:
@@ -166,13 +169,17 @@ def _ensure_status_relay(url: str) -> None:
 
 
 def _ensure_work_pool(url: str) -> None:
+    """The ``qsflow`` process pool, limited to ``max_running_jobs()`` runs at once (more wait in QUEUED)."""
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
 
+    limit = max_running_jobs()
     with SyncPrefectClient(url) as client:
-        with contextlib.suppress(ObjectAlreadyExists):
-            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        try:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process", concurrency_limit=limit))
+        except ObjectAlreadyExists:
+            client.update_work_pool(WORK_POOL, WorkPoolUpdate(concurrency_limit=limit))
 
 
 def stop() -> bool:

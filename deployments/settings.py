@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 WORK_POOL = "qsflow"
+# Retries of a Prefect API call the server answers 503 ("retry later"; a busy SQLite database answers so):
+# Prefect's default is 5 (~1 minute of backoff), qsflow's processes use at least this many (~8 minutes at worst).
+API_RETRIES = 8
 STORAGE_BLOCK = "qsflow-storage"
 
 
@@ -57,3 +60,19 @@ def max_arguments_bytes() -> int:
     ``QSFLOW_MAX_ARGUMENTS_MB``, else 0.5 MB, the Prefect server's own limit on a flow run's parameters
     (``PREFECT_SERVER_API_MAX_PARAMETER_SIZE``, 524288 bytes; raise both together)."""
     return _megabytes(("QSFLOW_MAX_ARGUMENTS_MB",), 0.5)
+
+
+def max_running_jobs() -> int:
+    """How many jobs the embedded default runs at once (``QSFLOW_MAX_RUNNING_JOBS``, default twice the cores, at
+    least 2); more wait in QUEUED, as on Qiskit Serverless's gateway. Its SQLite database stays responsive
+    under bursts of submissions (measured: 50 jobs at once with no limit left one ERROR on an API 503)."""
+    value = os.environ.get("QSFLOW_MAX_RUNNING_JOBS")
+    if value:
+        try:
+            limit = int(value)
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            raise ValueError(f"QSFLOW_MAX_RUNNING_JOBS={value!r} must be a whole number of jobs >= 1, e.g. 4.")
+        return limit
+    return max(2, 2 * (os.cpu_count() or 1))
