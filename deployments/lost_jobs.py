@@ -11,7 +11,9 @@ automation changes the state of a run that went silent for ``within`` seconds:
 - ``policy="retry"``: the run is scheduled again (``AwaitingRetry``) and another worker runs it from the start.
   Only safe for programs that may run twice: a silent run is presumed dead, not known dead.
 
-A run that a worker claimed (Pending) but never started is covered too. Runs already final are never changed.
+A run that a worker claimed (Pending) but never started is covered too. A run's final state event ends the wait;
+under ``crash`` Prefect refuses to change a run already final, ``retry`` forces the state (it must, to leave
+Running), so there a final event arriving later than ``within`` would let a finished run be run again.
 """
 
 from __future__ import annotations

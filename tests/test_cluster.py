@@ -218,3 +218,29 @@ def test_no_database_is_locked_anywhere(cluster):
     for log in logs:
         text = log.read_text(errors="replace")
         assert "database is locked" not in text, log
+
+
+def test_a_lost_job_ends_error_under_the_default_crash_policy(cluster, api):
+    """The default policy, after the load (no other run is active, so the shortest wait Prefect's heartbeat allows
+    is safe): a job a worker had claimed (Pending) when its machine died ends ERROR, its run Crashed."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.states import Pending, Scheduled
+
+    from deployments import lost_jobs
+    from serverless_compat import QiskitFunction, ServerlessClient
+
+    lost_jobs.ensure_automation(api, "crash", within=lost_jobs.HEARTBEAT_SECONDS + 5)
+    client = ServerlessClient(host=cluster["api_url"])
+    client.upload(QiskitFunction(title="cluster-claimed", entrypoint="square.py", working_dir=str(PROGRAMS)))
+    deployment = api.read_deployment_by_name("cluster-claimed/cluster-claimed")
+    # Due tomorrow, so no worker takes it; then Pending, as when a worker claims a run. No worker ever starts
+    # it: as if the worker's machine died right after claiming it.
+    run = api.create_flow_run_from_deployment(
+        deployment.id, parameters={**deployment.parameters, "arguments": {"n": 1, "read": "none.txt"}},
+        state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=1)))
+    job = client.job(str(run.id))
+    assert api.set_flow_run_state(job.job_id, Pending()).status.value == "ACCEPT"
+    assert job.wait(timeout=180) == "ERROR", _states(api, job.job_id)
+    assert api.read_flow_run(job.job_id).state.type.value == "CRASHED"
+    assert "stopped reporting" in api.read_flow_run(job.job_id).state.message
