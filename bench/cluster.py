@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -151,6 +152,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if own_home:
             server.stop()
             ray_cluster.stop()
+            shutil.rmtree(os.environ["QSFLOW_HOME"], ignore_errors=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     embedded, cluster = result["embedded"], result["cluster"]
     print(f"{args.jobs} trivial jobs, {args.concurrency} at once; {result['cpus']} CPUs, load average "
