@@ -71,8 +71,13 @@ JOB_PROGRAM = textwrap.dedent('''
         return pass_manager(seed).run(circuit)
 
     def transpile_seeded(count, seed):
-        """Builds its circuits from seeds (small arguments: the cache key hashes them) and transpiles them."""
-        return [pass_manager(seed).run(c) for c in circuits(count, qubits=20, depth=60)]
+        """Builds its circuits and pass manager from seeds (small arguments: the cache key hashes them; and no
+        program state captured: the program's pass-manager cache would travel with the function)."""
+        from qiskit.circuit.random import random_circuit
+        from qiskit.transpiler import generate_preset_pass_manager
+        from qiskit_ibm_runtime.fake_provider import FakeSherbrooke
+        manager = generate_preset_pass_manager(optimization_level=2, backend=FakeSherbrooke(), seed_transpiler=seed)
+        return [manager.run(random_circuit(20, 60, max_operands=2, measure=True, seed=s)) for s in range(count)]
 
     transpile_batch = distribute_task(target={"cpu": 1})(transpile_seeded)
     if get_arguments().get("cache"):
@@ -145,8 +150,8 @@ JOB_PROGRAM = textwrap.dedent('''
             start = time.perf_counter()
             uncached_value = get(transpile_batch(count, 11))
             recompute.append(time.perf_counter() - start)
-        for _ in range(2):
-            start = time.perf_counter()
+        for _ in range(3):  # the first computes and stores; the later ones are hits (best of two: a hit may
+            start = time.perf_counter()  # land on a worker that has not yet loaded this task)
             cached_value = get(transpile_batch_cached(count, 11))
             cached.append(time.perf_counter() - start)
         cache = {"recompute_s": recompute, "cached_s": cached, "same": cached_value == uncached_value}
@@ -254,7 +259,7 @@ def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int =
                        cache_circuits=cache_circuits, server_pid=server.status()["server_pid"])
     result = job.result(cadence=0.5)
     result["run_s"] = time.perf_counter() - start
-    expected = {"prefect-ray": first + reps * tasks + 2 * circuits + (4 if cache else 0), "direct": (1 + reps) * tasks}
+    expected = {"prefect-ray": first + reps * tasks + 2 * circuits + (5 if cache else 0), "direct": (1 + reps) * tasks}
     with prefect_api(client.host) as api:
         deadline = time.monotonic() + 180
         while True:
@@ -291,8 +296,9 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
           f"(first {raw_cold:.1f} s); same circuits: {result['same']}")
     if result.get("cache"):
         cache = result["cache"]
-        print(f"  cache=True: recompute {min(cache['recompute_s']):.2f} s, cached {cache['cached_s'][1]:.3f} s "
-              f"({min(cache['recompute_s']) / cache['cached_s'][1]:.0f}x); same value: {cache['same']}")
+        hit = min(cache["cached_s"][1:])
+        print(f"  cache=True: recompute {min(cache['recompute_s']):.2f} s, cached {hit:.3f} s "
+              f"({min(cache['recompute_s']) / hit:.0f}x); same value: {cache['same']}")
     print(f"  completed task runs recorded: default engine {counts['prefect-ray']} of {expected['prefect-ray']}, "
           f"direct {counts['direct']} of {expected['direct']}")
 

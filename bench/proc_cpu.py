@@ -21,6 +21,25 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(parent, []).append(int(entry.name))
+    return tree
+
+
 def tree_cpu(pids: Iterable[Optional[int]]) -> float:
-    """CPU of the given processes, including children they have reaped (finished flow runs, programs)."""
-    return sum(cpu_seconds(pid, children=True) for pid in pids if pid)
+    """CPU of the given processes and all their live descendants, each with the children it has reaped (finished
+    flow runs and programs: e.g. the warm worker's forkserver reaps the runs it forked)."""
+    tree = _children()
+    total, todo = 0.0, [pid for pid in pids if pid]
+    while todo:
+        pid = todo.pop()
+        total += cpu_seconds(pid, children=True)
+        todo.extend(tree.get(pid, []))
+    return total
