@@ -47,12 +47,13 @@ class DistributedTask(Generic[R]):
     """A function that runs as a Ray task with ``target``'s resources each time it is called."""
 
     def __init__(self, fn: Callable[..., R], target: Target, engine: Optional[str] = None,
-                 cache: bool = False) -> None:
+                 cache: bool = False, retries: Optional[int] = None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.target = target
         self.engine = check_engine(engine)
         self.cache = bool(cache)
+        self.retries = check_retries(retries)
         self._prefect_task: Any = None
         self.key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         self._remote: Any = None
@@ -62,14 +63,24 @@ class DistributedTask(Generic[R]):
 
     def __reduce__(self) -> tuple:
         # Ray ships functions that call other distributed tasks; rebuild the wrapper on the other side.
-        return (DistributedTask, (self.fn, self.target, self.engine, self.cache))
+        return (DistributedTask, (self.fn, self.target, self.engine, self.cache, self.retries))
+
+    def ray_options(self, retry_exceptions: bool = True) -> dict[str, Any]:
+        """The target's Ray options, plus ``max_retries`` (a lost worker) and, with ``retry_exceptions``, Ray's
+        retry of a raised exception, when ``retries`` was given (None: Ray's defaults, 3 and none)."""
+        options = self.target.ray_options()
+        if self.retries is not None:
+            options["max_retries"] = self.retries
+            if retry_exceptions:
+                options["retry_exceptions"] = True
+        return options
 
     def _remote_function(self) -> Any:
         if self._remote is None:
             with self._lock:
                 if self._remote is None:
                     ray = ray_connection.connect()
-                    self._remote = ray.remote(**self.target.ray_options())(self.fn).options(name=self.fn.__name__)
+                    self._remote = ray.remote(**self.ray_options())(self.fn).options(name=self.fn.__name__)
         return self._remote
 
     def _check(self) -> None:
@@ -102,7 +113,8 @@ class DistributedTask(Generic[R]):
     def __repr__(self) -> str:
         engine = f" engine={self.engine}" if self.engine else ""
         cache = " cache=True" if self.cache else ""
-        return f"<distributed task {self.key} target={self.target}{engine}{cache}>"
+        retries = f" retries={self.retries}" if self.retries is not None else ""
+        return f"<distributed task {self.key} target={self.target}{engine}{cache}{retries}>"
 
 
 _engine_unavailable: Optional[str] = None
@@ -126,8 +138,16 @@ def _prefect_ray_engine() -> Any:
     return None
 
 
-def distribute_task(target: TargetLike = None, engine: Optional[str] = None,
-                    cache: bool = False) -> Callable[[Callable[..., R]], DistributedTask[R]]:
+def check_retries(retries: Optional[int]) -> Optional[int]:
+    """``retries`` if it is None or a whole number >= 0; else a ValueError naming the fix."""
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise ValueError(f"distribute_task(retries={retries!r}): give a whole number of retries >= 0, e.g. "
+                         "retries=2, or leave it out for Ray's defaults.")
+    return retries
+
+
+def distribute_task(target: TargetLike = None, engine: Optional[str] = None, cache: bool = False,
+                    retries: Optional[int] = None) -> Callable[[Callable[..., R]], DistributedTask[R]]:
     """Decorator: calls of the function run as Ray tasks with ``target`` (a dict or Target; default 1 CPU).
 
     ``@distribute_task(target={"cpu": 0.5, "mem": 2 * 1024**3})``; calling the function returns a reference at
@@ -136,16 +156,21 @@ def distribute_task(target: TargetLike = None, engine: Optional[str] = None,
     ``cache=True`` (prefect-ray engine, in a job): a call with the same arguments as an earlier one of the same
     function source returns the stored value instead of running again, through Prefect's cache policies
     (``INPUTS + TASK_SOURCE``, results kept in the store's ``task-cache/``); default off (``NO_CACHE``).
+    ``retries=n`` (qsflow's opt-in; Qiskit Serverless has none): a call that raises, or whose Ray worker dies, runs
+    again up to ``n`` times (prefect-ray engine: Prefect's task retries, shown as retrying task runs, and Ray's
+    ``max_retries`` for a lost worker; direct engine: Ray's ``max_retries`` with ``retry_exceptions``). Without it,
+    Ray's defaults apply, as on Qiskit Serverless: a lost worker is retried 3 times, an exception never.
     """
     resolved = as_target(target)
     check_engine(engine)
+    check_retries(retries)
     if not isinstance(cache, bool):
         raise TypeError(f"distribute_task(cache=...) takes True or False, not {cache!r}.")
 
     def decorator(fn: Callable[..., R]) -> DistributedTask[R]:
         if not callable(fn):
             raise TypeError("distribute_task(...) decorates a function: use @distribute_task(target={...}).")
-        return DistributedTask(fn, resolved, engine, cache)
+        return DistributedTask(fn, resolved, engine, cache, retries)
 
     return decorator
 

@@ -141,6 +141,7 @@ def prefect_task(distributed: "DistributedTask[Any]") -> Task:
         fn=fn,
         name=getattr(fn, "__name__", "distributed"),
         tags=[*distributed.target.tags(), ENGINE_TAG],
+        retries=distributed.retries or 0,
         **options,
     )
 
@@ -151,6 +152,7 @@ def submit(distributed: "DistributedTask[Any]", task: Task, args: tuple, kwargs:
     context = job_context()
     # What Task.submit does, without its own keywords (return_state, wait_for) shadowing the function's.
     parameters = get_call_parameters(task.fn, args, kwargs)
-    with context.model_copy(), remote_options(**distributed.target.ray_options()):
+    # Prefect's task engine retries exceptions (retries=); Ray only re-runs a call whose worker was lost.
+    with context.model_copy(), remote_options(**distributed.ray_options(retry_exceptions=False)):
         future: PrefectRayFuture = context.task_runner.submit(task, parameters)
     return future.wrapped_future
