@@ -117,8 +117,12 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
 
 def _worker_command(name: str) -> list[str]:
     """Prefect's process worker; by default qsflow's, which forks runner-flow runs from a warm process
-    (``deployments.warm_worker``); ``QSFLOW_WARM_WORKER=0`` starts Prefect's stock one."""
-    if os.environ.get("QSFLOW_WARM_WORKER", "1") == "0":
+    (``deployments.warm_worker``); ``QSFLOW_WARM_WORKER=0``, or a Prefect without the runner internals it
+    builds on (they came in 3.9), starts Prefect's stock one."""
+    import importlib.util
+
+    warm_possible = importlib.util.find_spec("prefect.runner._flow_run_executor") is not None
+    if os.environ.get("QSFLOW_WARM_WORKER", "1") == "0" or not warm_possible:
         return [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
                 "--name", name]
     # Not ``-m``: the worker's forked runs unpickle its functions by the module's real name.
