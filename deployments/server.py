@@ -118,7 +118,7 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
 def _worker_command(name: str) -> list[str]:
     """Prefect's process worker; by default qsflow's, which forks runner-flow runs from a warm process
     (``deployments.warm_worker``); ``QSFLOW_WARM_WORKER=0``, or a Prefect without the runner internals it
-    builds on (they came in 3.9), starts Prefect's stock one."""
+    builds on (written against Prefect 3.9.1; older 3.x may lack them), starts Prefect's stock one."""
     import importlib.util
 
     warm_possible = importlib.util.find_spec("prefect.runner._flow_run_executor") is not None
