@@ -179,8 +179,9 @@ def prefect_module(client):
         yield api
 
 
-def test_logs_of_a_running_job_and_job_queries(client, today_fn, jobs):
+def test_logs_of_a_running_job_and_job_queries(client, today_fn, jobs, request):
     main, failing, started = jobs["main"], jobs["failing"], jobs["started"]
+    request.addfinalizer(jobs["release"].touch)  # a failure here must not leave the job waiting for the others
     deadline = time.monotonic() + JOB_TIMEOUT
     while "waiting for release" not in main.logs():
         assert time.monotonic() < deadline, main.logs()
@@ -198,20 +199,23 @@ def test_logs_of_a_running_job_and_job_queries(client, today_fn, jobs):
     assert main.provider_logs() == "WARNING: provider only\nWARNING: secret detail\n"
 
     assert failing.wait(timeout=JOB_TIMEOUT) == "ERROR"
+    # The run created around the client is a job too (the runner tags it as the local user's), refused: ERROR.
+    around = jobs["around"]
+    assert around.wait(timeout=JOB_TIMEOUT) == "ERROR"
     ids = lambda found: [j.job_id for j in found]  # noqa: E731
-    assert ids(client.jobs(created_after=started)) == [failing.job_id, main.job_id]  # newest first
-    assert ids(client.jobs(created_after=started.isoformat(), limit=1)) == [failing.job_id]
-    assert ids(client.jobs(created_after=started, limit=1, offset=1)) == [main.job_id]
+    assert ids(client.jobs(created_after=started)) == [around.job_id, failing.job_id, main.job_id]  # newest first
+    assert ids(client.jobs(created_after=started.isoformat(), limit=1)) == [around.job_id]
+    assert ids(client.jobs(created_after=started, limit=1, offset=1)) == [failing.job_id]
     assert ids(client.jobs(created_after=started, status="RUNNING")) == [main.job_id]
-    assert ids(client.jobs(created_after=started, status="ERROR")) == [failing.job_id]
-    assert ids(client.jobs(created_after=started, status="FAILED")) == [failing.job_id]  # gateway name
+    assert ids(client.jobs(created_after=started, status="ERROR")) == [around.job_id, failing.job_id]
+    assert ids(client.jobs(created_after=started, status="FAILED")) == [around.job_id, failing.job_id]  # gateway name
     assert client.jobs(created_after=started, status="DONE") == []
     assert client.jobs(created_after=started, status="RUNNING: MAPPING") == []
     assert client.jobs(created_after=datetime.now(timezone.utc) + timedelta(minutes=5)) == []
-    assert ids(today_fn.jobs(created_after=started)) == [main.job_id]
-    assert ids(today_fn.get_jobs(created_after=started)) == [main.job_id]
+    assert ids(today_fn.jobs(created_after=started)) == [around.job_id, main.job_id]
+    assert ids(today_fn.get_jobs(created_after=started)) == [around.job_id, main.job_id]
     assert ids(jobs["broken_fn"].jobs(limit=5, created_after=started)) == [failing.job_id]
-    assert ids(client.get_jobs(function=today_fn, created_after=started)) == [main.job_id]
+    assert ids(client.get_jobs(function=today_fn, created_after=started)) == [around.job_id, main.job_id]
     assert ids(client.provider_jobs(today_fn, created_after=started, status="RUNNING")) == [main.job_id]
     assert client.get_job_by_id(main.job_id).job_id == main.job_id
     assert [f.title for f in client.list()] == [f.title for f in client.functions()]
