@@ -276,9 +276,7 @@ def _stop_all(state: dict) -> None:
     terminate_group(ray.get("node_pid"), grace=10.0)
     terminate_group(ray.get("head_pid"), grace=3.0)  # Ray drains for up to 30 s on SIGTERM
     for temp_dir in ray.get("temp_dirs", []):
-        for pid in ray_cluster.session_pids(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        ray_cluster.kill_session(temp_dir)
     terminate_group(state.get("s3", {}).get("pid"), grace=5.0)
     postgres.stop(state.get("postgres", {}).get("pid"))
     if state.get("dir"):

@@ -7,7 +7,6 @@ the ``postgres`` user the Debian package creates. Access is by password (scram-s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import secrets
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from deployments.processes import alive, free_port
+from deployments.processes import alive, free_port, terminate_group
 
 DATABASE = "prefect"
 USER = "qsflow"
@@ -143,12 +142,4 @@ def _accepts(port: int) -> bool:
 
 def stop(pid: Optional[int], grace: float = 20.0) -> None:
     """Stop the postmaster ``pid`` with a fast shutdown (SIGINT: sessions are ended), SIGKILL after ``grace``."""
-    if not alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    terminate_group(pid, grace, first=signal.SIGINT, leader_first=True)

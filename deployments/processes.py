@@ -52,12 +52,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def terminate_group(pid: Optional[int], grace: float) -> None:
-    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``grace`` seconds."""
+def terminate_group(pid: Optional[int], grace: float, first: signal.Signals = signal.SIGTERM,
+                    leader_first: bool = False) -> None:
+    """Stop the process group led by ``pid``: ``first`` (SIGTERM) to the group, or to the leader alone with
+    ``leader_first`` (a server that stops its own children), then SIGKILL to the group after ``grace`` seconds."""
     if not alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        if leader_first:
+            os.kill(pid, first)
+        else:
+            os.killpg(pid, first)
     deadline = time.monotonic() + grace
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -257,6 +257,13 @@ def address(start: bool = True) -> Optional[str]:
     return state["address"] if state["running"] else None
 
 
+def kill_session(temp_dir: Optional[str]) -> None:
+    """SIGKILL every process left of the Ray session under ``temp_dir`` (see :func:`session_pids`)."""
+    for pid in session_pids(temp_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def session_pids(temp_dir: Optional[str]) -> list[int]:
     """Processes still running from a head's session (workers sit in their own process groups)."""
     if not temp_dir:
@@ -275,9 +282,7 @@ def session_pids(temp_dir: Optional[str]) -> list[int]:
 def _cleanup(state: dict) -> None:
     # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
     terminate_group(state.get("pid"), grace=3.0)
-    for pid in session_pids(state.get("temp_dir")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_session(state.get("temp_dir"))
     if state.get("temp_dir"):
         shutil.rmtree(state["temp_dir"], ignore_errors=True)
     _state_file().unlink(missing_ok=True)
