@@ -175,13 +175,15 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str],
             process.wait()
 
 
-def _claim(flow_run: Any) -> None:
-    """Give a run Prefect created (no job tag) the job and user tags, so it is one of its user's jobs."""
+def _claim(flow_run: Any, program: str) -> None:
+    """A run Prefect created (no job tag: a schedule, a trigger, the UI) had no QUEUED event yet: emit it,
+    dated to the run's creation; and give it the job and user tags, so it is one of its user's jobs."""
     from prefect.client.orchestration import get_client
 
     tags = list(flow_run.tags or [])
     if JOB_TAG in tags:
         return
+    status_events.emit_status(flow_run.id, program, status.QUEUED, occurred=flow_run.created)
     if not any(tag.startswith(USER_TAG_PREFIX) for tag in tags):
         tags.append(f"{USER_TAG_PREFIX}{job_user(flow_run)}")
     flow_run.tags = [*tags, JOB_TAG]
@@ -223,8 +225,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     job_id = str(context.flow_run.id)
-    status_events.emit_queued_if_unseen(context.flow_run, program)
-    _claim(context.flow_run)
+    _claim(context.flow_run, program)
     set_job_state(job_id, status.INITIALIZING, program)
 
     store = load_store()

@@ -88,15 +88,6 @@ def post_status(api: str, headers: dict[str, str], job_id: str, function: str, j
         logging.getLogger(__name__).warning("Could not emit %s %s: %s", STATUS_EVENT, job_status, exc)
 
 
-def emit_queued_if_unseen(flow_run: Any, function: str) -> None:
-    """At the runner's start: a run the client did not create (no job tag) had no QUEUED event yet;
-    emit it, dated to the run's creation."""
-    from deployments.jobs import JOB_TAG
-
-    if JOB_TAG not in (flow_run.tags or []):
-        emit_status(flow_run.id, function, "QUEUED", occurred=flow_run.created)
-
-
 def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
     """A runner-flow hook: emit the job's final status (DONE, ERROR or CANCELED) once Prefect recorded it,
     then record its usage table and result summary as artifacts (``flows.job_usage``).
