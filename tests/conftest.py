@@ -142,11 +142,13 @@ def job_status_events(prefect, job_id: str, until: str, deadline: float = STATUS
     (polled for up to ``deadline`` seconds)."""
     from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
 
-    event_filter = EventFilter(event=EventNameFilter(name=["qsflow.job.status"]),
-                               resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"]),
-                               order=EventOrder.ASC)
     give_up = time.monotonic() + deadline
     while True:
+        # A new filter each time: its ``occurred.until`` defaults to the moment it is built, so a filter built
+        # before the final status's event was emitted would never return it.
+        event_filter = EventFilter(event=EventNameFilter(name=["qsflow.job.status"]),
+                                   resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"]),
+                                   order=EventOrder.ASC)
         events = prefect.read_events(event_filter, limit=50).events
         if any(e.resource["qsflow.status"] == until for e in events):
             return events
