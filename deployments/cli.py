@@ -4,6 +4,8 @@
     qsflow server status   show what runs, and where
     qsflow server stop     stop both
     qsflow docker-pool create   create the Docker work pool image functions run on (run it where Docker runs)
+    qsflow worker --pool POOL [--limit N] [--name NAME]   serve a process work pool of the Prefect server at
+                                PREFECT_API_URL with the warm worker (deployments/worker.py; `qsflow worker --help`)
     qsflow cluster up|down|status   cluster mode on this machine: PostgreSQL, a Prefect server, two workers,
                                 two Ray nodes, S3 (deployments/local_cluster.py; `qsflow cluster up --help`)
     qsflow schedule TITLE --cron "0 * * * *" [--args args.json] [--timezone Europe/Paris]
@@ -117,8 +119,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     remove_parser = commands.add_parser("unschedule", help="remove a schedule")
     remove_parser.add_argument("title")
     remove_parser.add_argument("schedule_id")
+    commands.add_parser("worker", add_help=False,
+                        help="serve a process work pool of any Prefect server (qsflow worker --pool POOL --limit N)")
     commands.add_parser("cluster", add_help=False, help="cluster mode on this machine (qsflow cluster up|down|status)")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # its own options: `qsflow worker --help`
+        from deployments import worker
+
+        return worker.main(argv[1:])
     if argv[:1] == ["cluster"]:  # its own options: `qsflow cluster up --help`
         from deployments import local_cluster
 

@@ -19,6 +19,7 @@ Started by :mod:`deployments.server` (``python -c 'from deployments.warm_worker 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import sys
@@ -144,10 +145,14 @@ class WarmProcessWorker(ProcessWorker):
     _entrypoints: dict[UUID, Optional[str]] = {}
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
-        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), so a job
-        does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
+        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), and, with a
+        ``limit``, whenever one of this worker's runs ends and frees a slot, so a job does not wait for the next
+        poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
+        self._slot_freed = anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(self._poll_on_scheduled_runs)
+            if self._limit is not None:
+                group.start_soon(self._poll_on_freed_slots)
             try:
                 await super().start(*args, **kwargs)
             finally:
@@ -167,6 +172,22 @@ class WarmProcessWorker(ProcessWorker):
             except Exception as error:  # the regular poll still runs; try again shortly
                 self._logger.debug("Scheduled-run events unavailable (%s); polling only", error)
             await anyio.sleep(2)
+
+    def _release_limit_slot(self, flow_run_id: UUID) -> None:
+        super()._release_limit_slot(flow_run_id)
+        freed = getattr(self, "_slot_freed", None)
+        if freed is not None:
+            freed.set()
+
+    async def _poll_on_freed_slots(self) -> None:
+        while True:
+            await self._slot_freed.wait()
+            self._slot_freed = anyio.Event()
+            if self._runs_task_group is not None:
+                try:
+                    await self.get_and_submit_flow_runs()
+                except Exception as error:  # the regular poll still runs
+                    self._logger.debug("Poll after a run ended failed (%s)", error)
 
     async def _entrypoint(self, flow_run: Any) -> Optional[str]:
         deployment_id = flow_run.deployment_id
@@ -210,8 +231,19 @@ class WarmProcessWorker(ProcessWorker):
         return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
 
 
-async def _serve(pool: str, name: str) -> None:
-    await WarmProcessWorker(work_pool_name=pool, name=name).start()
+async def _serve(pool: str, name: Optional[str], **options: Any) -> None:
+    await WarmProcessWorker(work_pool_name=pool, name=name, **options).start()
+
+
+def serve(pool: str, name: Optional[str] = None, limit: Optional[int] = None,
+          work_queues: Optional[list[str]] = None, prefetch_seconds: Optional[float] = None) -> None:
+    """Start the forkserver, then serve ``pool`` until stopped (``qsflow worker``; :mod:`deployments.worker`).
+    The options are Prefect's worker's (``prefect worker start``): at most ``limit`` runs at once, only
+    ``work_queues`` of the pool, runs due within ``prefetch_seconds``."""
+    warm_up()
+    print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
+    anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
+                                prefetch_seconds=prefetch_seconds))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -219,7 +251,5 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--pool", required=True)
     parser.add_argument("--name", required=True)
     args = parser.parse_args(argv)
-    warm_up()
-    print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
-    anyio.run(_serve, args.pool, args.name)
+    serve(args.pool, args.name)
     return 0

@@ -1,0 +1,147 @@
+"""``qsflow worker`` (deployments/worker.py) against the tests' own Prefect server: it serves a process pool with
+qsflow's warm worker and keeps to its ``--limit``; bad input is refused with the fix named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from conftest import PROGRAMS
+from serverless_compat import QiskitFunction
+
+POOL = "qsflow-worker-cli-test"
+LIMIT = 2
+JOBS = 4
+
+
+def _worker(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deployments.cli", "worker", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _most_at_once(runs) -> int:
+    """The most runs that were Running at the same moment (from Prefect's start and end times)."""
+    edges = sorted([(run.start_time, 1) for run in runs] + [(run.end_time, -1) for run in runs],
+                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at the same instant
+    current = most = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp_path) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from deployments import server
+    from deployments.processes import alive, terminate_group
+
+    function = client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
+                                            working_dir=str(PROGRAMS / "worker_cli")))
+    # The program's deployment, copied onto a pool that only the worker under test serves.
+    prefect.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+    deployment = prefect.read_deployment_by_name("worker-cli-hold/worker-cli-hold")
+    limited = prefect.create_deployment(
+        flow_id=deployment.flow_id, name="worker-cli-hold-limited", entrypoint=deployment.entrypoint,
+        parameters=deployment.parameters, parameter_openapi_schema=deployment.parameter_openapi_schema,
+        enforce_parameter_schema=False, tags=deployment.tags, work_pool_name=POOL)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as handle:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, "--limit", str(LIMIT),
+             "--name", "cli-worker"], env=server.prefect_env(client.host), stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        runs = [prefect.create_flow_run_from_deployment(
+            limited, parameters={**deployment.parameters, "arguments": {"seconds": 4}}) for _ in range(JOBS)]
+        jobs = [client.job(str(run.id)) for run in runs]
+        results = [job.result(wait=True, cadence=0.5) for job in jobs]
+        assert [job.status() for job in jobs] == ["DONE"] * JOBS, log.read_text()[-3000:]
+    finally:
+        terminate_group(worker.pid, grace=20.0)  # SIGTERM: it stops as Prefect's worker does
+    assert not alive(worker.pid)
+    for result in results:  # run by this worker, forked from its warm forkserver
+        assert result["worker"] == "cli-worker", result
+        assert "multiprocessing.forkserver" in result["runner_command"], result
+    finished = [prefect.read_flow_run(UUID(job.job_id)) for job in jobs]
+    assert _most_at_once(finished) <= LIMIT, [(r.start_time, r.end_time) for r in finished]
+    text = log.read_text()
+    assert f"serving work pool {POOL!r}" in text and f"at most {LIMIT} jobs at once" in text, text[-3000:]
+
+
+@pytest.fixture
+def worker_env(client, tmp_path) -> dict[str, str]:
+    from deployments import server
+
+    return server.prefect_env(client.host)
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "four"])
+def test_a_bad_limit_is_refused(worker_env, limit) -> None:
+    done = _worker("--pool", POOL, "--limit", limit, env=worker_env)
+    assert done.returncode == 2
+    assert "--limit" in done.stderr and "1 or more" in done.stderr and "leave --limit out" in done.stderr
+
+
+def test_no_api_url_is_refused_naming_the_setting(worker_env, tmp_path) -> None:
+    env = {k: v for k, v in worker_env.items() if k not in ("PREFECT_API_URL", "QSFLOW_HOST")}
+    env["PREFECT_HOME"] = str(tmp_path)  # no profile that would name a server either
+    done = _worker("--pool", POOL, env=env)
+    assert done.returncode == 2
+    assert "PREFECT_API_URL is not set" in done.stderr and "PREFECT_API_URL=http" in done.stderr, done.stderr
+
+
+def test_an_unreachable_server_is_named(worker_env) -> None:
+    from deployments.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    done = _worker("--pool", POOL, env={**worker_env, "PREFECT_API_URL": url})
+    assert done.returncode == 2
+    assert f"No Prefect server answers at PREFECT_API_URL={url}" in done.stderr, done.stderr
+
+
+def test_a_pool_of_another_type_is_refused(worker_env, prefect) -> None:
+    from deployments import images
+
+    pool = images.ensure_pool(prefect)  # the Docker pool of image functions
+    done = _worker("--pool", pool, env=worker_env)
+    assert done.returncode == 2
+    assert "of type 'docker'" in done.stderr and f"prefect worker start --pool {pool}" in done.stderr, done.stderr
+
+
+def test_a_bad_worker_name_is_refused(worker_env) -> None:
+    done = _worker("--pool", POOL, "--name", "a/b", env=worker_env)
+    assert done.returncode == 2
+    assert "cannot contain '/' or '%'" in done.stderr, done.stderr
+
+
+def test_without_the_warm_worker_it_is_prefects_stock_worker_with_the_same_options(worker_env, tmp_path) -> None:
+    import time
+
+    from deployments import worker
+    from deployments.processes import terminate_group
+
+    args = worker._parser().parse_args(["--pool", POOL, "-q", "a", "-q", "b"])
+    assert worker.stock_command(args)[-4:] == ["--work-queue", "a", "--work-queue", "b"]
+    log = tmp_path / "stock.log"
+    with open(log, "wb") as handle:  # QSFLOW_WARM_WORKER=0: Prefect's own worker replaces the process (same pid)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, "--limit", "3", "--name", "stock",
+             "--prefetch-seconds", "0"], env={**worker_env, "QSFLOW_WARM_WORKER": "0", "PYTHONUNBUFFERED": "1"},
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Worker 'stock' started!" not in log.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        command = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[1:-1]
+        assert [c.decode() for c in command] == ["-m", "prefect", "worker", "start", "--pool", POOL, "--type",
+                                                 "process", "--name", "stock", "--limit", "3",
+                                                 "--prefetch-seconds", "0"]
+    finally:
+        terminate_group(process.pid, grace=20.0)
