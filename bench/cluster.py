@@ -4,12 +4,13 @@ workers), same machine, same run.
     python bench/cluster.py [--jobs 100] [--concurrency 8] [--warmup 4] [--out bench/cluster.json]
 
 Each side gets the same program and the same number of jobs at once, and the ``qsflow`` work pool the same
-concurrency limit (``--concurrency``; the cluster's two workers take half each), so what differs is the database
-and the number of workers. Per job, queue-to-DONE is the flow run's creation to its Completed state, both as
-Prefect's server recorded them; throughput is DONE jobs per second from the first submission to the last job's
-end. Jobs that do not end DONE are counted and listed with their state's message, not timed.
-Prints the figures and writes them with the machine's load to JSON. ``python -m bench --cluster`` calls
-:func:`run` with its embedded client.
+concurrency limit (``--concurrency``; the cluster's two workers take half each, ``qsflow worker --limit``), so what
+differs is the database and the number of workers. Both sides run qsflow's warm worker (the embedded default's, and
+``qsflow worker`` on the cluster); ``QSFLOW_WARM_WORKER=0`` makes both Prefect's stock one (like for like too).
+Per job, queue-to-DONE is the flow run's creation to its Completed state, both as Prefect's server recorded them;
+throughput is DONE jobs per second from the first submission to the last job's end. Jobs that do not end DONE
+are counted and listed with their state's message, not timed. Prints the figures and writes them with the
+machine's load to JSON. ``python -m bench --cluster`` calls :func:`run` with its embedded client.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 - an S3 server (moto's, the one the data-store tests use) with a bucket, saved as the ``qsflow-storage`` block;
 - a Ray head and a second Ray node with a custom resource of its own (``SECOND_NODE_RESOURCE``), saved as the
   ``qsflow-ray`` block, so every job's program connects there;
-- N Prefect process workers on the ``qsflow`` work pool, each with a qsflow home of its own (as if on its own
-  machine: what jobs share goes through the Prefect API, S3 and Ray only).
+- N process workers on the ``qsflow`` work pool, ``qsflow worker --limit 4`` each (qsflow's warm worker;
+  ``QSFLOW_WARM_WORKER=0`` makes them Prefect's stock ``prefect worker start``), each with a qsflow home of its
+  own (as if on its own machine: what jobs share goes through the Prefect API, S3 and Ray only).
 
 No qsflow-specific server sits in between: a client needs the Prefect API URL only (the store's S3 settings are
 in the block it reads from there), ``ServerlessClient(host=api_url)``. ``down`` stops every process ``up``
@@ -37,6 +38,8 @@ from deployments.settings import STORAGE_BLOCK, WORK_POOL, home
 SECOND_NODE_RESOURCE = "qsflow_second_node"
 S3_BUCKET = "qsflow-cluster"
 S3_CREDENTIALS = {"key": "qsflow-cluster", "secret": "qsflow-cluster"}  # moto accepts any; a real S3 needs yours
+# What a worker's log says once it polls: qsflow's warm worker (deployments/worker.py), Prefect's stock one.
+WORKER_READY = ("forkserver ready", "started!")
 START_TIMEOUT = float(os.environ.get("QSFLOW_CLUSTER_START_TIMEOUT", "180"))
 
 
@@ -135,6 +138,10 @@ def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpu
     for index in range(1, workers + 1):
         state["workers"].append(_start_worker(base, url, f"qsflow-cluster-worker-{index}", worker_limit))
         _save(state)
+    for started in state["workers"]:  # polling its pool (the warm one: with its forkserver loaded)
+        log = Path(started["log"])
+        _wait(lambda: _log_says(log, WORKER_READY[0]) or _log_says(log, WORKER_READY[1]), started["pid"],
+              f"The worker {started['name']}", log, timeout)
 
 
 def _prefect_env(directory: Path, url: Optional[str] = None) -> dict[str, str]:
@@ -213,13 +220,13 @@ def _configure_server(url: str, state: dict, lost_jobs_policy: str, lost_after: 
 
 
 def _start_worker(base: Path, url: str, name: str, limit: int) -> dict:
+    from deployments import worker
     from deployments.lost_jobs import HEARTBEAT_ENV
 
     directory = base / name
-    env = {**_prefect_env(directory, url), **HEARTBEAT_ENV}
+    env = {**_prefect_env(directory, url), **HEARTBEAT_ENV, "PYTHONUNBUFFERED": "1"}  # its log says when it is ready
     log = base / f"{name}.log"
-    pid = _spawn([sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                  "--name", name, "--limit", str(limit)], log, env, directory)
+    pid = _spawn(worker.command(WORK_POOL, name=name, limit=limit), log, env, directory)
     return {"name": name, "pid": pid, "home": str(directory), "log": str(log)}
 
 
@@ -321,7 +328,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="qsflow cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--workers", type=int, default=2, help="Prefect process workers (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="process workers, `qsflow worker` each (default 2)")
     parser.add_argument("--worker-limit", type=int, default=4, help="jobs each worker runs at once (default 4)")
     parser.add_argument("--lost-jobs", choices=["crash", "retry"], default="crash",
                         help="jobs whose machine died: end ERROR (crash, default) or run again elsewhere (retry)")
