@@ -12,18 +12,20 @@ still a process of its own that the worker tracks, cancels (``job.stop()``) and 
 executor; Prefect's flow engine runs the flow in it exactly as ``python -m prefect.engine`` would (same state
 transitions, hooks, logs). Runs of any other entrypoint go through the stock path.
 
-Started by :mod:`deployments.server` (``python -c 'from deployments.warm_worker import main; ...' --pool qsflow``);
-``QSFLOW_WARM_WORKER=0`` there starts Prefect's stock ``prefect worker start`` instead.
+Started by :mod:`deployments.server` (``python -c 'from deployments.warm_worker import main; ...' --pool qsflow``)
+and by ``qsflow worker`` (:mod:`deployments.worker`: any Prefect server, Prefect's worker options such as
+``--limit``); ``QSFLOW_WARM_WORKER=0`` makes either start Prefect's stock ``prefect worker start`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import multiprocessing
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 from uuid import UUID
 
 import anyio
