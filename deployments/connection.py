@@ -10,7 +10,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import ssl
 import threading
+import types
 from typing import Any, Iterator, Optional
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -57,6 +59,51 @@ def prefect_api(url: str, auth_string: Optional[str] = None) -> Iterator[SyncPre
     _, settings, client = kept
     with prefect.context.SettingsContext(profile=context.profile, settings=settings):
         yield client
+
+
+class _SharedTLS(types.ModuleType):
+    """``ssl`` as Prefect's client modules see it, except that a verifying context (one built from a CA file or
+    directory) is built once per process and shared: every Prefect client builds its own otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__("ssl")
+        self._made: dict[tuple, ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(ssl, name)
+
+    def create_default_context(self, purpose: Any = ssl.Purpose.SERVER_AUTH, *, cafile: Any = None,
+                               capath: Any = None, cadata: Any = None) -> ssl.SSLContext:
+        if cafile is None and capath is None and cadata is None:  # callers change this one (no verification)
+            return ssl.create_default_context(purpose)
+        key = (purpose, cafile, capath, cadata)
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+            return self._made[key]
+
+
+def share_tls_contexts() -> None:
+    """Let every Prefect client of this process share one TLS context (long-lived processes: the warm worker and
+    its runs).
+
+    Prefect 3.9 builds one per client (``ssl.create_default_context(cafile=...)``, ~18 ms of CPU here, loading the
+    CA bundle), plus one per server-version check, and a job's runner makes about eleven: its log and event
+    workers restart after each flush, the engine's client, the suspension observer's. Same verification, same CA
+    file; an SSLContext is safe to share between connections. A Prefect that builds its contexts elsewhere is
+    left as it is.
+    """
+    import importlib
+
+    for name in ("prefect.client.orchestration", "prefect._internal.version_checking"):
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module(name)
+            if getattr(module, "ssl", None) is ssl:
+                module.ssl = _SHARED_TLS  # type: ignore[attr-defined]
+
+
+_SHARED_TLS = _SharedTLS()
 
 
 @atexit.register

@@ -18,3 +18,7 @@ import tasks.ray_block  # noqa: F401
 import tasks.task_runs  # noqa: F401
 
 load_prefect_collections()
+
+from deployments.connection import share_tls_contexts
+
+share_tls_contexts()

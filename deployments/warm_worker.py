@@ -242,6 +242,9 @@ def serve(pool: str, name: Optional[str] = None, limit: Optional[int] = None,
     """Start the forkserver, then serve ``pool`` until stopped (``qsflow worker``; :mod:`deployments.worker`).
     The options are Prefect's worker's (``prefect worker start``): at most ``limit`` runs at once, only
     ``work_queues`` of the pool, runs due within ``prefetch_seconds``."""
+    from deployments.connection import share_tls_contexts
+
+    share_tls_contexts()  # the worker's clients too (its forked runs get it from PRELOAD)
     warm_up()
     print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
     anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
