@@ -26,6 +26,7 @@ one event per id, so a job gets exactly one final event however many of these si
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any, Optional
 
@@ -67,25 +68,88 @@ def emit_status(job_id: Any, function: str, job_status: str, occurred: Optional[
     )
 
 
-def post_status(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str,
-                http: Any = None) -> None:
-    """Emit the event from a program's process, over Prefect's REST API (no Prefect import there), with the
-    ``httpx.Client`` ``http`` if given (a new client per call costs ~30 ms of CPU: its TLS context)."""
+def status_event(job_id: str, function: str, job_status: str) -> dict[str, Any]:
+    """The ``qsflow.job.status`` event as Prefect's REST API takes it, dated now."""
     import uuid
     from datetime import timezone
 
+    return {"id": final_event_id(job_id, job_status) or str(uuid.uuid4()),
+            "occurred": datetime.now(timezone.utc).isoformat(), "event": STATUS_EVENT,
+            "resource": status_resource(job_id, function, job_status),
+            "payload": {"job_id": job_id, "function": function, "status": job_status}}
+
+
+def post_status(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str,
+                http: Any = None) -> None:
+    """Emit the event over Prefect's REST API (no Prefect import needed: a program's process), answered before
+    this returns; with the ``httpx.Client`` ``http``, else the process's kept one (:func:`http_client`)."""
+    _send(api, headers, status_event(job_id, function, job_status), http)
+
+
+def post_status_soon(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str) -> None:
+    """:func:`post_status` from a background thread: the event is dated now and sent in order with the others,
+    and every queued one is sent before the process exits (``atexit``), so before its job ends. A program's
+    ``update_status`` returns once the status is set, without waiting another round trip for its event."""
+    global _sender
+    event = status_event(job_id, function, job_status)
+    with _lock:
+        if _sender is None:
+            import atexit
+            import queue
+
+            _sender = (queue.Queue(), threading.Thread(target=_send_queued, name="qsflow-status-events", daemon=True))
+            _sender[1].start()
+            atexit.register(flush_soon_posted)
+        _sender[0].put((api, headers, event))
+
+
+def flush_soon_posted(timeout: float = 60.0) -> None:
+    """Wait until every event :func:`post_status_soon` queued has been sent (or ``timeout`` s passed)."""
+    if _sender is None:
+        return
+    done = threading.Event()
+    _sender[0].put(done)
+    done.wait(timeout)
+
+
+def _send_queued() -> None:
+    assert _sender is not None
+    while True:
+        item = _sender[0].get()
+        if isinstance(item, threading.Event):
+            item.set()
+        else:
+            _send(*item)
+
+
+def _send(api: str, headers: dict[str, str], event: dict[str, Any], http: Any = None) -> None:
     import httpx
 
-    event = {"id": final_event_id(job_id, job_status) or str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
-             "event": STATUS_EVENT, "resource": status_resource(job_id, function, job_status),
-             "payload": {"job_id": job_id, "function": function, "status": job_status}}
     try:
-        (http or httpx).post(f"{api.rstrip('/')}/events", json=[event], headers=headers,
-                             timeout=30).raise_for_status()
+        (http or http_client()).post(f"{api.rstrip('/')}/events", json=[event], headers=headers,
+                                     timeout=30).raise_for_status()
     except httpx.HTTPError as exc:  # the status itself is set; a lost event must not fail the program
         import logging
 
-        logging.getLogger(__name__).warning("Could not emit %s %s: %s", STATUS_EVENT, job_status, exc)
+        logging.getLogger(__name__).warning("Could not emit %s %s: %s", STATUS_EVENT,
+                                            event["payload"]["status"], exc)
+
+
+_lock = threading.Lock()
+_sender: Optional[tuple[Any, threading.Thread]] = None
+_http: Any = None
+
+
+def http_client() -> Any:
+    """This process's one ``httpx.Client`` for posting to the API: a new one per call costs ~20-30 ms of CPU (its
+    TLS context) and a new connection. Safe to share between threads."""
+    global _http
+    with _lock:
+        if _http is None:
+            import httpx
+
+            _http = httpx.Client(timeout=30)
+        return _http
 
 
 def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
@@ -98,9 +162,9 @@ def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
 
     function = (flow_run.parameters or {}).get("program", flow_run.name)
     job_status = status.to_job_status(state.type, state.name)
-    emit_status(flow_run.id, function, job_status)
-    _flush()
-    # The same event (same id) once more over REST, answered before this process may end: the server keeps one.
+    _flush()  # the job's earlier events first
+    # Over REST, answered before this process may end (a new websocket events client here would cost a client, a
+    # connection and a version check per job); its id is the one every other emitter gives it.
     from prefect.settings import PREFECT_API_URL
 
     from deployments.api_auth import configured_headers

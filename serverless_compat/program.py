@@ -84,8 +84,9 @@ def update_status(status: str) -> bool:
     if not job_id or not api:
         logger.warning("update_status(%r) ignored: not running inside a qsflow job.", status)
         return False
-    http = _http_client()
-    response = http.post(
+    from flows.status_events import http_client, post_status_soon
+
+    response = http_client().post(
         f"{api.rstrip('/')}/flow_runs/{job_id}/set_state",
         json={"state": {"type": "RUNNING", "name": name}, "force": False},
         headers=_api_headers(), timeout=30,
@@ -93,21 +94,6 @@ def update_status(status: str) -> bool:
     response.raise_for_status()
     accepted = response.json().get("status") == "ACCEPT"
     if accepted:
-        from flows.status_events import post_status
-
-        post_status(api, _api_headers(), job_id, os.environ.get("QSFLOW_FUNCTION", ""), name, http=http)
+        # The status is set; its event goes out from a background thread, in order, before the program exits.
+        post_status_soon(api, _api_headers(), job_id, os.environ.get("QSFLOW_FUNCTION", ""), name)
     return accepted
-
-
-_http: Any = None
-
-
-def _http_client() -> Any:
-    """One HTTP client for the program's API calls: a new one per call costs ~30 ms of CPU (its TLS context)
-    and a new connection."""
-    global _http
-    if _http is None:
-        import httpx
-
-        _http = httpx.Client(timeout=30)
-    return _http
