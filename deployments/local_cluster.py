@@ -124,7 +124,9 @@ def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpu
     url = f"http://127.0.0.1:{port}/api"
     server_env = _prefect_env(base / "server", url)
     server_env.update(PREFECT_API_DATABASE_CONNECTION_URL=db.url, PREFECT_UI_API_URL=url,
-                      PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port))
+                      PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
+                      # the lost-jobs automation acts within 1 s of a job's silence passing --lost-after, not 5
+                      PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY="PT1S")
     log = base / "prefect-server.log"
     pid = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                  log, server_env, base / "server")
