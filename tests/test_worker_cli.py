@@ -36,20 +36,13 @@ def _most_at_once(runs) -> int:
 
 
 def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp_path) -> None:
-    from prefect.client.schemas.actions import WorkPoolCreate
-
     from deployments import server
     from deployments.processes import alive, terminate_group
 
-    function = client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
-                                            working_dir=str(PROGRAMS / "worker_cli")))
-    # The program's deployment, copied onto a pool that only the worker under test serves.
-    prefect.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+    client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
+                                 working_dir=str(PROGRAMS / "worker_cli")))
     deployment = prefect.read_deployment_by_name("worker-cli-hold/worker-cli-hold")
-    limited = prefect.create_deployment(
-        flow_id=deployment.flow_id, name="worker-cli-hold-limited", entrypoint=deployment.entrypoint,
-        parameters=deployment.parameters, parameter_openapi_schema=deployment.parameter_openapi_schema,
-        enforce_parameter_schema=False, tags=deployment.tags, work_pool_name=POOL)
+    limited = _deployment_on(prefect, deployment, POOL)
     log = tmp_path / "worker.log"
     with open(log, "wb") as handle:
         worker = subprocess.Popen(
@@ -74,6 +67,61 @@ def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp
     assert f"serving work pool {POOL!r}" in text and f"at most {LIMIT} jobs at once" in text, text[-3000:]
 
 
+def test_a_job_outlives_its_worker_killed_alone(client, prefect, tmp_path) -> None:
+    """SIGKILL to the worker process only (not its machine): its forkserver leaves, the job it started runs on to
+    DONE, as with Prefect's stock worker (whose runs each have a session of their own)."""
+    import signal
+    import time
+
+    from deployments import local_cluster, server
+    from deployments.processes import alive, terminate_group
+
+    client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
+                                 working_dir=str(PROGRAMS / "worker_cli")))
+    deployment = prefect.read_deployment_by_name("worker-cli-hold/worker-cli-hold")
+    limited = _deployment_on(prefect, deployment, POOL)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as handle:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, "--name", "killed-alone"],
+            env=server.prefect_env(client.host), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        run = prefect.create_flow_run_from_deployment(
+            limited, parameters={**deployment.parameters, "arguments": {"seconds": 6}})
+        job = client.job(str(run.id))
+        deadline = time.monotonic() + 180
+        while not job.status().startswith("RUNNING"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        under = local_cluster._descendants(worker.pid)  # its forkserver, the run, the program
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert job.result(wait=True, cadence=0.5)["worker"] == "killed-alone"
+        assert job.status() == "DONE"
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in under):  # nothing of it stays behind
+            assert time.monotonic() < deadline, [pid for pid in under if alive(pid)]
+            time.sleep(0.5)
+    finally:
+        terminate_group(worker.pid, grace=5.0)
+
+
+def _deployment_on(prefect, deployment, pool: str):
+    """A copy of a program's deployment on ``pool`` (its id), which only the worker under test serves."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    except ObjectAlreadyExists:
+        pass
+    return prefect.create_deployment(
+        flow_id=deployment.flow_id, name=f"{deployment.name}-on-{pool}", entrypoint=deployment.entrypoint,
+        parameters=deployment.parameters, parameter_openapi_schema=deployment.parameter_openapi_schema,
+        enforce_parameter_schema=False, tags=deployment.tags, work_pool_name=pool)
+
+
 @pytest.fixture
 def worker_env(client, tmp_path) -> dict[str, str]:
     from deployments import server
@@ -96,28 +144,35 @@ def test_no_api_url_is_refused_naming_the_setting(worker_env, tmp_path) -> None:
     assert "PREFECT_API_URL is not set" in done.stderr and "PREFECT_API_URL=http" in done.stderr, done.stderr
 
 
-def test_an_unreachable_server_is_named(worker_env) -> None:
+# The checks before a worker starts, run in this process (the API URL from a Prefect settings context, as Prefect's
+# CLI reads it from the environment or profile): faster than a process each.
+def test_an_unreachable_server_is_named(capsys) -> None:
+    from deployments import worker
+    from deployments.connection import prefect_api
     from deployments.processes import free_port
 
     url = f"http://127.0.0.1:{free_port()}/api"
-    done = _worker("--pool", POOL, env={**worker_env, "PREFECT_API_URL": url})
-    assert done.returncode == 2
-    assert f"No Prefect server answers at PREFECT_API_URL={url}" in done.stderr, done.stderr
+    with prefect_api(url):
+        assert worker.main(["--pool", POOL]) == 2
+    assert f"No Prefect server answers at PREFECT_API_URL={url}" in capsys.readouterr().err
 
 
-def test_a_pool_of_another_type_is_refused(worker_env, prefect) -> None:
-    from deployments import images
+def test_a_pool_of_another_type_is_refused(client, prefect, capsys) -> None:
+    from deployments import images, worker
+    from deployments.connection import prefect_api
 
     pool = images.ensure_pool(prefect)  # the Docker pool of image functions
-    done = _worker("--pool", pool, env=worker_env)
-    assert done.returncode == 2
-    assert "of type 'docker'" in done.stderr and f"prefect worker start --pool {pool}" in done.stderr, done.stderr
+    with prefect_api(client.host):
+        assert worker.main(["--pool", pool]) == 2
+    err = capsys.readouterr().err
+    assert "of type 'docker'" in err and f"prefect worker start --pool {pool}" in err, err
 
 
-def test_a_bad_worker_name_is_refused(worker_env) -> None:
-    done = _worker("--pool", POOL, "--name", "a/b", env=worker_env)
-    assert done.returncode == 2
-    assert "cannot contain '/' or '%'" in done.stderr, done.stderr
+def test_a_bad_worker_name_is_refused(capsys) -> None:
+    from deployments import worker
+
+    assert worker.main(["--pool", POOL, "--name", "a/b"]) == 2
+    assert "cannot contain '/' or '%'" in capsys.readouterr().err
 
 
 def test_without_the_warm_worker_it_is_prefects_stock_worker_with_the_same_options(worker_env, tmp_path) -> None:
