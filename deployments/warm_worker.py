@@ -147,14 +147,17 @@ class WarmProcessWorker(ProcessWorker):
     _entrypoints: dict[UUID, Optional[str]] = {}
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
-        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), and, with a
-        ``limit``, whenever one of this worker's runs ends and frees a slot, so a job does not wait for the next
-        poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
+        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), and whenever
+        one of this worker's runs ends and frees a slot (its ``limit``'s or the work pool's concurrency limit's),
+        so a job does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
         self._slot_freed = anyio.Event()
-        async with anyio.create_task_group() as group:
+        # One executor context (client, events emitter, control channel, cancellation observer) for all the
+        # worker's runs, as Prefect's Runner keeps one: a context per run cost each job a client, two websockets
+        # (events in, cancellations out) and a listening socket, on the worker and on the server.
+        async with FlowRunExecutorContext() as self._runs_context, anyio.create_task_group() as group:
             group.start_soon(self._poll_on_scheduled_runs)
-            if self._limit is not None:
-                group.start_soon(self._poll_on_freed_slots)
+            # a freed slot (this worker's limit, or the work pool's) is filled at once, not at the next poll
+            group.start_soon(self._poll_on_freed_slots)
             try:
                 await super().start(*args, **kwargs)
             finally:
@@ -200,6 +203,16 @@ class WarmProcessWorker(ProcessWorker):
             self._entrypoints[deployment_id] = deployment.entrypoint
         return self._entrypoints[deployment_id]
 
+    @contextlib.asynccontextmanager
+    async def _executor_context(self) -> AsyncIterator[FlowRunExecutorContext]:
+        """The worker's shared executor context (:meth:`start`); a run outside ``start`` gets its own."""
+        shared = getattr(self, "_runs_context", None)
+        if shared is not None:
+            yield shared
+            return
+        async with FlowRunExecutorContext() as context:
+            yield context
+
     async def run(self, flow_run: Any, configuration: ProcessJobConfiguration,
                   task_status: Optional[anyio.abc.TaskStatus[int]] = None) -> ProcessWorkerResult:
         if configuration._command_configured or await self._entrypoint(flow_run) != RUNNER_ENTRYPOINT:
@@ -212,7 +225,7 @@ class WarmProcessWorker(ProcessWorker):
             return run_program
 
         cwd = str(configuration.working_dir or os.getcwd())
-        async with FlowRunExecutorContext() as context:
+        async with self._executor_context() as context:
             starter = ForkedRunStarter(dict(configuration.env), cwd, context.control_channel)
             executor = context.create_executor(flow_run, starter, resolve_flow=resolve_flow,
                                                propose_submitting=False)
