@@ -37,12 +37,13 @@ class JobNotFound(LookupError):
 
 
 def submit(client: SyncPrefectClient, full_title: str, encoded_arguments: dict[str, Any], user: str,
-           parent_job_id: Optional[str] = None) -> FlowRun:
+           parent_job_id: Optional[str] = None, deployment: Any = None) -> FlowRun:
     """Create a flow run of the program's deployment for ``user``; it waits in QUEUED for a worker.
 
     With ``parent_job_id`` the job is a subflow run of that job: a task run in the parent stands for it.
+    ``deployment``: the program's deployment if the caller has just read it (else it is read here).
     """
-    deployment = read_deployment(client, full_title)
+    deployment = deployment or read_deployment(client, full_title)
     parent_task_run_id = None
     if parent_job_id:
         parent_task_run_id = _subflow_task_run(client, parent_job_id, full_title).id

@@ -196,8 +196,9 @@ class BaseClient:
         try:
             self._refuse_invalid_arguments(_programs.read_spec(self._store, full), encoded)
             with self._api() as client:
-                _images.ready_to_run(client, _programs.read_deployment(client, full))
-                flow_run = _jobs.submit(client, full, encoded, self._principal.user, parent_job_id)
+                deployment = _programs.read_deployment(client, full)
+                _images.ready_to_run(client, deployment)
+                flow_run = _jobs.submit(client, full, encoded, self._principal.user, parent_job_id, deployment)
         except _programs.ProgramNotFound as exc:
             raise client_error(404, str(exc)) from None
         except _images.DockerPoolMissing as exc:
