@@ -146,6 +146,30 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
     assert "13 is unlucky" in (failed.state.message or "")
     assert all(r.start_time is not None and r.end_time is not None for r in runs)
 
+    # a task run's state events name its flow run, flow and own tags, not the job's deployment, work pool or
+    # tags (each related resource costs the server a row; docs/distribute.md)
+    cube_run = next(r for r in runs if r.name.startswith("cube"))
+    related = _task_run_event_related(prefect, cube_run.id)
+    assert f"prefect.flow-run.{job.job_id}" in related and any(r.startswith("prefect.flow.") for r in related)
+    assert "prefect.tag.engine:prefect-ray" in related
+    assert not [r for r in related if r.split(".")[1] in ("deployment", "work-queue", "work-pool")], related
+    assert "prefect.tag.qsflow-job" not in related, related
+
+
+def _task_run_event_related(prefect: Any, task_run_id: Any, timeout: float = 60) -> set[str]:
+    """The related resource ids of a task run's Completed event (polled for until the server has stored it)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        event_filter = EventFilter(event=EventNameFilter(name=["prefect.task-run.Completed"]),
+                                   resource=EventResourceFilter(id=[f"prefect.task-run.{task_run_id}"]))
+        events = prefect.read_events(event_filter, limit=5).events
+        if events:
+            return {resource.id for resource in events[0].related}
+        assert time.monotonic() < deadline, f"no Completed event stored for task run {task_run_id}"
+        time.sleep(0.5)
+
 
 def test_without_prefect_in_the_program_environment_calls_fall_back_to_the_direct_engine(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
