@@ -73,6 +73,12 @@ def prefect_env(url: Optional[str] = None) -> dict[str, str]:
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=os.environ.get(
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1"),
         PREFECT_CLIENT_MAX_RETRIES=str(max(API_RETRIES, int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 0))),
+        # The server runs this same Prefect, without CSRF protection unless it is asked for: a new client (a job's
+        # runner makes several) need not ask it for its version and a CSRF token first (6 requests a job).
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED=os.environ.get("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED",
+                                                                   "false"),
+        PREFECT_CLIENT_CSRF_SUPPORT_ENABLED=os.environ.get("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", os.environ.get(
+            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED", "false")),
         QSFLOW_HOME=str(base),
     )
     if url:
@@ -111,8 +117,13 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
             _ensure_status_relay(state["url"])
         if not state["worker"]:
             _ensure_work_pool(state["url"])
-            state["worker_pid"] = _spawn(_worker_command(f"qsflow-embedded-{os.getpid()}"),
-                                         "worker.log", prefect_env(state["url"]))
+            command = _worker_command(f"qsflow-embedded-{os.getpid()}")
+            env = prefect_env(state["url"])
+            if "deployments.warm_worker" in command[2] and "PREFECT_WORKER_QUERY_SECONDS" not in os.environ:
+                # it also polls when a run is scheduled or one of its runs ends: the timed poll (~20 ms of the
+                # server's CPU each) is only the fallback
+                env["PREFECT_WORKER_QUERY_SECONDS"] = "5"
+            state["worker_pid"] = _spawn(command, "worker.log", env)
             state["worker"] = True
         write_state(_state_file(), {k: state[k] for k in ("url", "port", "server_pid", "worker_pid")})
     # Jobs' distributed tasks use one local Ray head; begin starting it now so it is warm by the first job.
