@@ -94,7 +94,7 @@ class DistributedTask(Generic[R]):
         self._checked = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Connects first: in a job, Ray then starts the job's workers, which load Prefect while this process does.
+        # Connects first: in a job, Ray then starts the job's first workers while this process loads Prefect.
         self._check()
         if selected_engine(self.engine) == PREFECT_RAY and os.environ.get(ray_connection.JOB_ID_ENV):
             engine = _prefect_ray_engine()  # outside a job: the direct engine (no flow run to attach to)

@@ -149,10 +149,6 @@ class JobRayTaskRunner(RayTaskRunner):
 
 # --- in the Ray worker -------------------------------------------------------------------------------------------
 
-def prepare_worker() -> None:
-    """Ray worker setup hook of a job (``tasks.ray_connection``): importing this module has loaded Prefect's task
-    engine, the seconds-long part of a worker's first Prefect task; nothing else to do."""
-
 _hydrated: dict[str, list[Any]] = {}
 _tasks: dict[str, Task[Any, Any]] = {}
 _stacks: list[contextlib.ExitStack] = []  # one per hydrated context, never closed: clients stay open while the worker lives
