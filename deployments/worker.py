@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -126,6 +127,11 @@ def check(args: argparse.Namespace) -> str:
     return url
 
 
+def _stop(signum: int, _frame: object) -> None:
+    print(f"qsflow worker: stopped ({signal.Signals(signum).name}).", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -138,17 +144,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "this Prefect)", file=sys.stderr, flush=True)
         line = stock_command(args)
         os.execv(line[0], line)
-    from prefect.utilities.processutils import setup_signal_handlers_worker
-
     from deployments import warm_worker
 
-    # As Prefect's worker: a first SIGTERM or SIGINT stops taking jobs and lets the running ones finish.
-    setup_signal_handlers_worker(os.getpid(), "the qsflow worker", print)
+    # SIGTERM and SIGINT end it at once (its forkserver follows); the jobs it started run on and report
+    # themselves, unless the signal reaches them too (a terminal's Ctrl-C goes to the whole process group). Not
+    # Prefect's CLI handlers: they turn SIGTERM into a SIGINT that this worker's event loop does not act on.
+    signal.signal(signal.SIGINT, _stop)
     print(f"qsflow worker: serving work pool {args.pool!r} of {url}"
           + (f", at most {args.limit} jobs at once" if args.limit else ""), file=sys.stderr, flush=True)
-    try:
-        warm_worker.serve(args.pool, args.name, limit=args.limit, work_queues=args.work_queue,
-                          prefetch_seconds=args.prefetch_seconds)
-    except KeyboardInterrupt:
-        print("qsflow worker: stopped.", file=sys.stderr)
+    warm_worker.serve(args.pool, args.name, limit=args.limit, work_queues=args.work_queue,
+                      prefetch_seconds=args.prefetch_seconds)
     return 0

@@ -4,6 +4,7 @@ qsflow's warm worker and keeps to its ``--limit``; bad input is refused with the
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,9 +56,12 @@ def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp
         jobs = [client.job(str(run.id)) for run in runs]
         results = [job.result(wait=True, cadence=0.5) for job in jobs]
         assert [job.status() for job in jobs] == ["DONE"] * JOBS, log.read_text()[-3000:]
+        worker.send_signal(signal.SIGINT)  # Ctrl-C
+        assert worker.wait(timeout=60) == 128 + signal.SIGINT
     finally:
-        terminate_group(worker.pid, grace=20.0)  # SIGTERM: it stops as Prefect's worker does
+        terminate_group(worker.pid, grace=5.0)
     assert not alive(worker.pid)
+    assert "qsflow worker: stopped (SIGINT)." in log.read_text()
     for result in results:  # run by this worker, forked from its warm forkserver
         assert result["worker"] == "cli-worker", result
         assert "multiprocessing.forkserver" in result["runner_command"], result
@@ -70,7 +74,6 @@ def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp
 def test_a_job_outlives_its_worker_killed_alone(client, prefect, tmp_path) -> None:
     """SIGKILL to the worker process only (not its machine): its forkserver leaves, the job it started runs on to
     DONE, as with Prefect's stock worker (whose runs each have a session of their own)."""
-    import signal
     import time
 
     from deployments import local_cluster, server
