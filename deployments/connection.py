@@ -96,11 +96,17 @@ def share_tls_contexts() -> None:
     """
     import importlib
 
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
     for name in ("prefect.client.orchestration", "prefect._internal.version_checking"):
         with contextlib.suppress(ImportError):
             module = importlib.import_module(name)
             if getattr(module, "ssl", None) is ssl:
                 module.ssl = _SHARED_TLS  # type: ignore[attr-defined]
+    # Built now, the one Prefect's clients ask for: processes forked from this one (the forkserver's runs) start
+    # with it instead of each building it for its first client.
+    _SHARED_TLS.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
 
 
 _SHARED_TLS = _SharedTLS()

@@ -2,7 +2,9 @@
 
 Imported only in that forkserver (``deployments.warm_worker``). Besides Prefect's flow engine and qsflow's runner
 modules it loads Prefect's collections (prefect-docker, prefect-ray: their entry points), which Prefect imports on
-a job's first block load (the store) and which cost ~0.5 s per job otherwise (py-spy, this machine).
+a job's first block load (the store) and which cost ~0.5 s per job otherwise (py-spy, this machine). It also
+builds, once, what each job's process would otherwise build for itself: the TLS context Prefect's clients use,
+Prefect's deferred pydantic models, and the Prefect settings variables a run has when it can keep these settings.
 """
 
 from prefect._internal.plugins.collections import load_prefect_collections
@@ -22,3 +24,44 @@ load_prefect_collections()
 from deployments.connection import share_tls_contexts
 
 share_tls_contexts()
+
+
+def _build_deferred_models() -> None:
+    """Prefect's pydantic models build their validators on first use (``defer_build``): ~270 of them loaded here,
+    and each job's first ``FlowRun``, ``State`` ... paid that build again in its own process (py-spy: ~50 ms a job
+    under load for ``read_flow_run`` alone). Built once here instead (~75 ms, once)."""
+    import contextlib
+    import inspect
+    import sys
+
+    import pydantic
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("prefect."):
+            continue
+        for value in list(vars(module).values()):
+            if (inspect.isclass(value) and issubclass(value, pydantic.BaseModel) and value.__module__ == name
+                    and not value.__pydantic_complete__):
+                with contextlib.suppress(Exception):
+                    value.model_rebuild()
+
+
+_build_deferred_models()
+
+
+def _run_settings_variables() -> dict[str, str]:
+    """The ``PREFECT_*`` variables a run the worker starts gets when its settings are this process's: the worker
+    passes its environment plus its settings written out (``to_environment_variables``: ``False``, ``5.0`` ...)."""
+    import os
+
+    from prefect.settings import get_current_settings
+
+    from deployments.warm_worker import settings_variables
+
+    variables = settings_variables(os.environ)
+    variables.update(get_current_settings().to_environment_variables(exclude_unset=True))
+    return variables
+
+
+# Compared with each run's by ``deployments.warm_worker._execute``: equal, the run keeps these settings.
+RUN_SETTINGS_VARIABLES = _run_settings_variables()
