@@ -10,7 +10,8 @@ Who emits what — each change is emitted by the process that makes it:
   around the client (a schedule, a trigger, the Prefect UI) gets its QUEUED from the runner when it
   starts, dated back to the run's creation.
 - ``INITIALIZING``, ``RUNNING``, ``RUNNING: <sub-status>``: the runner, once Prefect accepted the state
-  (a program's own ``update_status`` posts its event over the REST API, ``post_status``).
+  (a program's own ``update_status`` posts its event over the REST API, ``post_status_soon``: from a
+  background thread, flushed before the program exits).
 - ``DONE`` / ``ERROR``: the runner flow's completion/failure/crash hooks, after Prefect recorded the
   final state. A runner that is killed runs no hook: its worker sees the process exit, reports the run
   Crashed and runs the crash hook itself.
@@ -26,6 +27,7 @@ one event per id, so a job gets exactly one final event however many of these si
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime
 from typing import Any, Optional
@@ -93,29 +95,30 @@ def post_status_soon(api: str, headers: dict[str, str], job_id: str, function: s
     global _sender
     event = status_event(job_id, function, job_status)
     with _lock:
-        if _sender is None:
+        if _sender is None or _sender[2] != os.getpid():  # none yet, or this is a fork of the process that had it
             import atexit
             import queue
 
-            _sender = (queue.Queue(), threading.Thread(target=_send_queued, name="qsflow-status-events", daemon=True))
-            _sender[1].start()
+            queued: Any = queue.Queue()
+            thread = threading.Thread(target=_send_queued, args=(queued,), name="qsflow-status-events", daemon=True)
+            _sender = (queued, thread, os.getpid())
+            thread.start()
             atexit.register(flush_soon_posted)
         _sender[0].put((api, headers, event))
 
 
 def flush_soon_posted(timeout: float = 60.0) -> None:
     """Wait until every event :func:`post_status_soon` queued has been sent (or ``timeout`` s passed)."""
-    if _sender is None:
+    if _sender is None or _sender[2] != os.getpid():
         return
     done = threading.Event()
     _sender[0].put(done)
     done.wait(timeout)
 
 
-def _send_queued() -> None:
-    assert _sender is not None
+def _send_queued(queued: Any) -> None:
     while True:
-        item = _sender[0].get()
+        item = queued.get()
         if isinstance(item, threading.Event):
             item.set()
         else:
@@ -136,7 +139,7 @@ def _send(api: str, headers: dict[str, str], event: dict[str, Any], http: Any = 
 
 
 _lock = threading.Lock()
-_sender: Optional[tuple[Any, threading.Thread]] = None
+_sender: Optional[tuple[Any, threading.Thread, int]] = None
 _http: Any = None
 
 
