@@ -111,15 +111,18 @@ def up(workers: int = 2, worker_limit: int = 4, ray_cpus: int = 2, lost_jobs_pol
 
 def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpus: int,
                lost_jobs: tuple[str, float], timeout: float) -> None:
+    from deployments.server import _ensure_work_pool, healthy
+
     db = postgres.start(base / "postgres", base / "postgres.log")
     state["postgres"] = {"pid": db.pid, "port": db.port}
     _save(state)
-    s3 = _start_s3(base, timeout)
-    state["s3"] = s3
+    # One service after the other, each taking a free port once the ones before listen on theirs. (A Prefect server
+    # started alongside S3 and Ray exited while starting here once; its log was not kept, a port picked twice is
+    # the likely cause.)
+    state["s3"] = _start_s3(base, timeout)
     _save(state)
     state["ray"] = _start_ray(base, ray_cpus, timeout)
     _save(state)
-
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     server_env = _prefect_env(base / "server", url)
@@ -127,19 +130,19 @@ def _start_all(state: dict, base: Path, workers: int, worker_limit: int, ray_cpu
                       PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
                       # the lost-jobs automation acts within 1 s of a job's silence passing --lost-after, not 5
                       PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY="PT1S")
-    log = base / "prefect-server.log"
+    server_log = base / "prefect-server.log"
     pid = _spawn([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                 log, server_env, base / "server")
+                 server_log, server_env, base / "server")
     state.update(api_url=url, server_pid=pid)
     _save(state)
-    from deployments.server import healthy
+    _wait(lambda: healthy(url, timeout=1.0), pid, "The Prefect server", server_log, timeout)
 
-    _wait(lambda: healthy(url, timeout=1.0), pid, "The Prefect server", log, timeout)
-    _configure_server(url, state, *lost_jobs)
-
+    _ensure_work_pool(url)
+    # The workers next: their start (a forkserver loading Prefect and qsflow each) overlaps the configuration.
     for index in range(1, workers + 1):
         state["workers"].append(_start_worker(base, url, f"qsflow-cluster-worker-{index}", worker_limit))
         _save(state)
+    _configure_server(url, state, *lost_jobs)
     for started in state["workers"]:  # polling its pool (the warm one: with its forkserver loaded)
         log = Path(started["log"])
         _wait(lambda: _log_says(log, WORKER_READY[0]) or _log_says(log, WORKER_READY[1]), started["pid"],
@@ -208,13 +211,11 @@ def s3_store(state: dict):
 
 
 def _configure_server(url: str, state: dict, lost_jobs_policy: str, lost_after: float) -> None:
-    """The ``qsflow`` process work pool, the store block on S3, the Ray block and the lost-jobs automation."""
+    """The store block on S3, the Ray block and the lost-jobs automation."""
     from deployments import lost_jobs
     from deployments.connection import prefect_api
-    from deployments.server import _ensure_work_pool
     from tasks.ray_block import BLOCK_NAME, RayClusterConfig
 
-    _ensure_work_pool(url)
     with prefect_api(url) as client:
         s3_store(state).save(STORAGE_BLOCK, overwrite=True)
         RayClusterConfig(address=state["ray"]["address"]).save(BLOCK_NAME, overwrite=True)
