@@ -133,6 +133,16 @@ def cache_storage() -> Any:
         ) from None
 
 
+def _never_written_storage() -> Path:
+    """The result storage named on a task whose results are not persisted: Prefect's local default path, never
+    written. A task without one makes Prefect's task engine ask the server for its default result storage at every
+    task run: a blocking API call in the Ray worker, the main wait of a warm task there (measured with py-spy). A
+    path, unlike an unsaved block, needs no API call to resolve."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().results.local_storage_path)
+
+
 def prefect_task(distributed: "DistributedTask[Any]") -> Task:
     """The Prefect task standing for ``distributed``'s function (one per decorated function).
 
@@ -140,7 +150,8 @@ def prefect_task(distributed: "DistributedTask[Any]") -> Task:
     ``INPUTS + TASK_SOURCE`` cache policy, results persisted in the store's ``task-cache/`` (see docs/distribute.md).
     """
     fn = distributed.fn
-    options: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+    options: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE,
+                               "result_storage": _never_written_storage()}
     if distributed.cache:
         from prefect.cache_policies import INPUTS, TASK_SOURCE
 
