@@ -158,17 +158,18 @@ class WarmProcessWorker(ProcessWorker):
     _entrypoints: dict[UUID, Optional[str]] = {}
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
-        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled (an event), and whenever
-        one of this worker's runs ends and frees a slot (its ``limit``'s or the work pool's concurrency limit's),
-        so a job does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
+        """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled or ends (events: an end frees
+        a slot of the work pool's concurrency limit as soon as the server records it), and, with a ``limit``,
+        whenever one of this worker's runs exits and frees a slot of it, so a job does not wait for the next poll
+        (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
         self._slot_freed = anyio.Event()
         # One executor context (client, events emitter, control channel, cancellation observer) for all the
         # worker's runs, as Prefect's Runner keeps one: a context per run cost each job a client, two websockets
         # (events in, cancellations out) and a listening socket, on the worker and on the server.
         async with FlowRunExecutorContext() as self._runs_context, anyio.create_task_group() as group:
             group.start_soon(self._poll_on_scheduled_runs)
-            # a freed slot (this worker's limit, or the work pool's) is filled at once, not at the next poll
-            group.start_soon(self._poll_on_freed_slots)
+            if self._limit is not None:
+                group.start_soon(self._poll_on_freed_slots)
             try:
                 await super().start(*args, **kwargs)
             finally:
@@ -178,10 +179,13 @@ class WarmProcessWorker(ProcessWorker):
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
-        only_scheduled = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]))
+        # An end is seen here when the server records it, before the run's process has run its final hooks and
+        # exited (0.2-0.5 s later): waiting for that left the pool's freed slots empty meanwhile.
+        names = [f"prefect.flow-run.{state}" for state in ("Scheduled", "Completed", "Failed", "Crashed", "Cancelled")]
+        scheduled_or_ended = EventFilter(event=EventNameFilter(name=names))
         while True:
             try:
-                async with get_events_subscriber(filter=only_scheduled, reconnect_on_clean_close=True) as events:
+                async with get_events_subscriber(filter=scheduled_or_ended, reconnect_on_clean_close=True) as events:
                     async for _ in events:
                         if self._runs_task_group is not None:  # the worker has started its loops
                             await self.get_and_submit_flow_runs()
