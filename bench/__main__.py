@@ -59,7 +59,7 @@ def run_distribute(client: Any, tasks: int, circuits: int) -> tuple[list, dict]:
     result = distribute.run_job(client, tasks, circuits)
     result["serial_single_thread_s"] = distribute.serial_single_thread(circuits)
     raw, default = result["raw_ms"], result["default_ms"]
-    fan_out, raw_fan_out = result["fan_out_s"][1], result["raw_fan_out_s"][1]
+    fan_out, raw_fan_out = result["fan_out_warm_s"], result["raw_fan_out_warm_s"]  # medians of warm rounds
     serial, serial_1 = result["serial_s"], result["serial_single_thread_s"]
     cpu = result["server_cpu_ms"]
     figures = [

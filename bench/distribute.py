@@ -10,9 +10,11 @@ Prints, in one run on the same warm head:
       - the first batch of 50 tasks on the default engine (Prefect tasks on RayTaskRunner), from the first call
         to the last result, and from the program's start;
       - per task, warm, 200 in flight: raw ``ray.remote`` vs the default engine (and how much of it the program
-        spends submitting) vs the direct engine;
-      - the 32-circuit transpile fan-out (FakeSherbrooke, level 2, cpu=1 tasks, default engine) vs the same
-        transpile serially in the program's process, checked equal;
+        spends submitting) vs the direct engine; each the median of several rounds run right after a warm-up
+        round (raw Ray: at least 5, it is cheap), every round printed;
+      - the 32-circuit transpile fan-out (FakeSherbrooke, level 2, cpu=1 tasks, default engine) vs the raw
+        ``ray.remote`` fan-out and the same transpile serially in the program's process (all warm, medians of
+        warm rounds, the RAYON_NUM_THREADS each side sees printed), checked equal;
       - the Prefect server's CPU time per task of each engine, and how many task runs were recorded;
   * with --stock: prefect-ray's own RayTaskRunner in a local flow (Prefect's context rebuilt per task).
 
@@ -37,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 JOB_PROGRAM = textwrap.dedent('''
     import time
     PROGRAM_START = time.perf_counter()
+    import os
+    import statistics
     import ray
     from qiskit_serverless import distribute_task, get, get_arguments, save_result
 
@@ -102,38 +106,55 @@ JOB_PROGRAM = textwrap.dedent('''
     first_batch = time.perf_counter() - start
     from_start = time.perf_counter() - PROGRAM_START
 
-    def settle(limit=60.0):
-        """Wait until the Prefect server is idle again: an engine's events still being recorded would be
-        counted against the next engine's window otherwise."""
+    def settle(limit=30.0, quiet=5.5):
+        """Wait until the Prefect server has been idle for ``quiet`` seconds: an engine's events still being
+        recorded would be counted against the next engine's window otherwise (Prefect's event persister holds
+        events up to 5 s, its task-run recorder here up to 1 s)."""
         deadline = time.monotonic() + limit
+        idle_since = time.monotonic()
         while time.monotonic() < deadline:
             before = server_cpu()
             time.sleep(0.5)
-            if server_cpu() - before < 0.05:
+            if server_cpu() - before >= 0.1:  # busier than its idle polling
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= quiet:
                 return
 
-    def best(call, fetch):
-        total = submit = float("inf")
+    def per_task(call, fetch, rounds):
+        """Median per-task time of ``rounds`` timed rounds of n calls, each engine warmed by one untimed round
+        just before (Ray stops idle workers above one per CPU within seconds: a warm-up done long before, or a
+        settle in between, leaves the next round starting workers again); also the median submit time and the
+        Prefect server's CPU per task over the warm-up and timed rounds, until it is idle again."""
         settle()
-        cpu = server_cpu()
-        for _ in range(reps):
+        cpu = server_cpu()  # from here to idle again: the server's work for the warm-up and timed rounds
+        fetch([call(i) for i in range(n)])
+        totals, submits = [], []
+        for _ in range(rounds):
             start = time.perf_counter()
             refs = [call(i) for i in range(n)]
             submitted = time.perf_counter()
             fetch(refs)
             end = time.perf_counter()
-            total, submit = min(total, end - start), min(submit, submitted - start)
-        return total / n * 1e3, submit / n * 1e3, (server_cpu() - cpu) / (reps * n) * 1e3
+            totals.append((end - start) / n * 1e3)
+            submits.append((submitted - start) / n * 1e3)
+        settle()
+        return {"median_ms": statistics.median(totals), "rounds_ms": totals, "submit_ms": statistics.median(submits),
+                "server_cpu_ms": (server_cpu() - cpu) / ((1 + rounds) * n) * 1e3}
 
-    ray.get([raw_square.remote(i) for i in range(n)])
-    get([direct_square(i) for i in range(n)])
-    raw, _, raw_cpu = best(raw_square.remote, ray.get)
-    direct, _, direct_cpu = best(direct_square, get)
-    default, submit, default_cpu = best(square, get)
+    raw = per_task(raw_square.remote, ray.get, max(reps, 5))  # cheap: more rounds, a steadier median
+    direct = per_task(direct_square, get, reps)
+    default = per_task(square, get, reps)
 
     batch = circuits(arguments["circuits"])
+
+    @ray.remote(num_cpus=1)
+    def worker_rayon():
+        return os.environ.get("RAYON_NUM_THREADS")
+
+    # Like with like: the first round of each also pays its workers' qiskit import and pass-manager build (each
+    # function keeps its own cache); then warm rounds, alternating, compared by their medians.
     fan_outs, raw_fan_outs = [], []
-    for _ in range(2):  # the first round also pays each worker's qiskit import and backend load
+    for _ in range(1 + arguments.get("fan_rounds", 2)):
         start = time.perf_counter()
         parallel = get([transpile_remote(c, 7) for c in batch])
         fan_outs.append(time.perf_counter() - start)
@@ -141,9 +162,14 @@ JOB_PROGRAM = textwrap.dedent('''
         raw_parallel = ray.get([raw_transpile.remote(c, 7) for c in batch])
         raw_fan_outs.append(time.perf_counter() - start)
     manager = pass_manager(7)
-    start = time.perf_counter()
-    serial = [manager.run(c) for c in batch]
-    in_process = time.perf_counter() - start
+    manager.run(batch[0])  # warm, as the workers are
+    serials = []
+    for _ in range(2):
+        start = time.perf_counter()
+        serial = [manager.run(c) for c in batch]
+        serials.append(time.perf_counter() - start)
+    in_process = statistics.median(serials)
+    rayon = {"program": os.environ.get("RAYON_NUM_THREADS"), "workers": ray.get(worker_rayon.remote())}
 
     cache = None
     if arguments.get("cache"):
@@ -158,10 +184,15 @@ JOB_PROGRAM = textwrap.dedent('''
             cached_value = get(transpile_batch_cached(count, 11))
             cached.append(time.perf_counter() - start)
         cache = {"recompute_s": recompute, "cached_s": cached, "same": cached_value == uncached_value}
-    save_result({"first_batch_s": first_batch, "first_batch_from_start_s": from_start, "raw_ms": raw,
-                 "direct_ms": direct, "default_ms": default, "default_submit_ms": submit,
-                 "server_cpu_ms": {"raw": raw_cpu, "direct": direct_cpu, "default": default_cpu},
+    save_result({"first_batch_s": first_batch, "first_batch_from_start_s": from_start,
+                 "raw_ms": raw["median_ms"], "direct_ms": direct["median_ms"], "default_ms": default["median_ms"],
+                 "default_submit_ms": default["submit_ms"],
+                 "rounds_ms": {"raw": raw["rounds_ms"], "direct": direct["rounds_ms"], "default": default["rounds_ms"]},
+                 "server_cpu_ms": {"raw": raw["server_cpu_ms"], "direct": direct["server_cpu_ms"],
+                                   "default": default["server_cpu_ms"]},
                  "fan_out_s": fan_outs, "raw_fan_out_s": raw_fan_outs, "serial_s": in_process,
+                 "fan_out_warm_s": statistics.median(fan_outs[1:]), "raw_fan_out_warm_s": statistics.median(raw_fan_outs[1:]),
+                 "serial_rounds_s": serials, "rayon_num_threads": rayon,
                  "same": parallel == serial == raw_parallel, "cache": cache,
                  "cpus": ray.cluster_resources().get("CPU", 0)})
 ''')
@@ -245,8 +276,8 @@ def serial_single_thread(circuits: int) -> float:
     return json.loads(output.strip().splitlines()[-1])["serial_s"]
 
 
-def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 2, cache: bool = True,
-            cache_circuits: int = 6) -> dict[str, Any]:
+def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 3, cache: bool = True,
+            cache_circuits: int = 6, fan_rounds: int = 2) -> dict[str, Any]:
     """The default engine against raw Ray, the direct engine and serial work, in one fresh job on the warm head;
     returns the program's figures plus ``run_s`` (run() to result) and ``recorded`` task-run counts."""
     from deployments import server
@@ -258,11 +289,12 @@ def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int =
         function = client.upload(QiskitFunction(title="bench-distribute", entrypoint="bench_program.py",
                                                 working_dir=program_dir))
     start = time.perf_counter()
-    job = function.run(tasks=tasks, first=first, reps=reps, circuits=circuits, cache=cache,
+    job = function.run(tasks=tasks, first=first, reps=reps, circuits=circuits, cache=cache, fan_rounds=fan_rounds,
                        cache_circuits=cache_circuits, server_pid=server.status()["server_pid"])
     result = job.result(cadence=0.5)
     result["run_s"] = time.perf_counter() - start
-    expected = {"prefect-ray": first + reps * tasks + 2 * circuits + (5 if cache else 0), "direct": (1 + reps) * tasks}
+    expected = {"prefect-ray": first + (1 + reps) * tasks + (1 + fan_rounds) * circuits + (5 if cache else 0),
+                "direct": (1 + reps) * tasks}
     with prefect_api(client.host) as api:
         deadline = time.monotonic() + 180
         while True:
@@ -277,26 +309,34 @@ def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int =
     return result
 
 
-def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 2) -> None:
+def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 3) -> None:
     result = run_job(client, tasks, circuits, first, reps)
     counts, expected = result["recorded"], result["expected"]
     raw, cpu = result["raw_ms"], result["server_cpu_ms"]
     print(f"fresh job (run() -> DONE {result['run_s']:.1f} s), inside its program:")
     print(f"  first batch of {first} tasks (default engine): {result['first_batch_s']:.2f} s from the first call, "
           f"{result['first_batch_from_start_s']:.2f} s from the program's start")
-    print(f"  {tasks} trivial tasks in flight, warm, best of {reps} (per task; Prefect server CPU per task):")
-    print(f"    raw ray.remote                      {raw:7.2f} ms   1.0x   server {cpu['raw']:5.2f} ms")
+    rounds = result["rounds_ms"]
+    print(f"  {tasks} trivial tasks in flight, warm, median of {len(rounds['default'])} rounds after a warm-up round "
+          f"(raw: {len(rounds['raw'])}) (per task; Prefect server CPU per task):")
+    print(f"    raw ray.remote                      {raw:7.2f} ms   1.0x   server {cpu['raw']:5.2f} ms   "
+          f"rounds {_rounded(rounds['raw'])}")
     print(f"    distribute_task, default engine     {result['default_ms']:7.2f} ms {result['default_ms'] / raw:6.1f}x"
-          f"   server {cpu['default']:5.2f} ms   (submitting: {result['default_submit_ms']:.2f} ms)")
+          f"   server {cpu['default']:5.2f} ms   (submitting: {result['default_submit_ms']:.2f} ms)   "
+          f"rounds {_rounded(rounds['default'])}")
     print(f"    distribute_task, direct engine      {result['direct_ms']:7.2f} ms {result['direct_ms'] / raw:6.1f}x"
-          f"   server {cpu['direct']:5.2f} ms")
-    cold, warm = result["fan_out_s"]
-    raw_cold, raw_warm = result["raw_fan_out_s"]
+          f"   server {cpu['direct']:5.2f} ms   rounds {_rounded(rounds['direct'])}")
+    cold, warm = result["fan_out_s"][0], result["fan_out_warm_s"]
+    raw_cold, raw_warm = result["raw_fan_out_s"][0], result["raw_fan_out_warm_s"]
     serial = result["serial_s"]
-    print(f"  {circuits}-circuit transpile (FakeSherbrooke, level 2) on {result['cpus']:g} CPUs, default engine: "
-          f"serial in-process {serial:.1f} s; fan-out first {cold:.1f} s ({serial / cold:.2f}x), "
-          f"warm {warm:.1f} s ({serial / warm:.2f}x); raw ray.remote fan-out warm {raw_warm:.1f} s "
-          f"(first {raw_cold:.1f} s); same circuits: {result['same']}")
+    print(f"  {circuits}-circuit transpile (FakeSherbrooke, level 2) on {result['cpus']:g} CPUs "
+          f"(RAYON_NUM_THREADS program/workers: {result['rayon_num_threads']}), warm = median of "
+          f"{len(result['fan_out_s']) - 1} rounds after a first one:")
+    print(f"    serial in the program (warm)        {serial:6.2f} s")
+    print(f"    raw ray.remote fan-out              {raw_warm:6.2f} s  ({serial / raw_warm:.2f}x serial; first "
+          f"{raw_cold:.1f} s)")
+    print(f"    distribute_task fan-out             {warm:6.2f} s  ({serial / warm:.2f}x serial, {warm / raw_warm:.2f}x "
+          f"raw; first {cold:.1f} s); same circuits: {result['same']}")
     if result.get("cache"):
         cache = result["cache"]
         hit = min(cache["cached_s"][1:])
@@ -304,6 +344,10 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
               f"({min(cache['recompute_s']) / hit:.0f}x); same value: {cache['same']}")
     print(f"  completed task runs recorded: default engine {counts['prefect-ray']} of {expected['prefect-ray']}, "
           f"direct {counts['direct']} of {expected['direct']}")
+
+
+def _rounded(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
 
 
 def bench_stock(tasks: int) -> None:
