@@ -236,7 +236,8 @@ def _start_worker(base: Path, url: str, name: str, limit: int) -> dict:
 def kill_worker(name: str, with_jobs: bool = True) -> list[int]:
     """SIGKILL the worker ``name``, and with ``with_jobs`` every process under it (its jobs' flow-run processes and
     programs), as when its machine dies; return the pids killed. Without ``with_jobs`` the jobs it started run on
-    (Prefect starts each in a session of its own) and finish normally."""
+    and finish normally (``qsflow worker``'s forked runs outlive its forkserver; Prefect's stock worker starts each
+    in a session of its own)."""
     worker = next((w for w in read_state(_state_file()).get("workers", []) if w["name"] == name), None)
     if worker is None or not alive(worker["pid"]):
         raise ClusterError(f"No running worker named {name!r}; see `qsflow cluster status`.")
