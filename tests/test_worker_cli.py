@@ -139,6 +139,12 @@ def test_a_bad_limit_is_refused(worker_env, limit) -> None:
     assert "--limit" in done.stderr and "1 or more" in done.stderr and "leave --limit out" in done.stderr
 
 
+def test_bad_prefetch_seconds_are_refused(worker_env) -> None:
+    done = _worker("--pool", POOL, "--prefetch-seconds", "-1", env=worker_env)
+    assert done.returncode == 2
+    assert "--prefetch-seconds" in done.stderr and "whole seconds, 0 or more" in done.stderr, done.stderr
+
+
 def test_no_api_url_is_refused_naming_the_setting(worker_env, tmp_path) -> None:
     env = {k: v for k, v in worker_env.items() if k not in ("PREFECT_API_URL", "QSFLOW_HOST")}
     env["PREFECT_HOME"] = str(tmp_path)  # no profile that would name a server either
