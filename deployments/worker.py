@@ -2,11 +2,12 @@
 
     PREFECT_API_URL=http://host:4200/api qsflow worker --pool qsflow [--limit 4] [--name gpu-box-1]
 
-The same job as ``prefect worker start --pool qsflow --type process`` (whose options it takes: ``--name``,
-``--limit``, ``--work-queue``, ``--prefetch-seconds``), but runs of qsflow's runner flow start forked from a process
-that has Prefect and qsflow's runner loaded (:mod:`deployments.warm_worker`) instead of a fresh interpreter each
-(2-4 s a job here), and the worker polls as soon as a run is scheduled or one of its own runs ends. The API URL
-(and ``PREFECT_API_AUTH_STRING``) come from the environment or Prefect's profile, as for Prefect's worker.
+The same job as ``prefect worker start --pool qsflow --type process`` (whose options it takes: ``--type process``,
+``--name``, ``--limit``, ``--work-queue``, ``--prefetch-seconds``), but runs of qsflow's runner flow start forked
+from a process that has Prefect and qsflow's runner loaded (:mod:`deployments.warm_worker`) instead of a fresh
+interpreter each (2-4 s a job here), and the worker polls as soon as a run is scheduled or one of its own runs
+ends. The API URL (and ``PREFECT_API_AUTH_STRING``) come from the environment or Prefect's profile, as for Prefect's
+worker.
 
 ``QSFLOW_WARM_WORKER=0``, or a Prefect without the runner internals the warm worker builds on, runs Prefect's stock
 worker with the same options instead (it replaces this process: same pid).
@@ -81,12 +82,16 @@ def _seconds(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qsflow worker", description="Serve a process work pool of any Prefect server "
-                                     "with qsflow's warm worker (as `prefect worker start` does, faster).",
+    parser = argparse.ArgumentParser(prog="qsflow worker",
+                                     description="Serve a process work pool of any Prefect server with qsflow's "
+                                     "warm worker (as `prefect worker start` does, faster).",
                                      epilog="The Prefect server: PREFECT_API_URL (environment or Prefect profile).")
     parser.add_argument("--pool", "-p", required=True, help="the process work pool to serve (qsflow's is 'qsflow')")
+    parser.add_argument("--type", "-t", default="process", help="the pool's type: process, the only one it serves "
+                        "(accepted so that `prefect worker start`'s command line works here)")
     parser.add_argument("--name", "-n", help="this worker's name (default: a generated one); no '/' or '%%'")
-    parser.add_argument("--limit", "-l", type=_positive_int, help="most jobs this worker runs at once (default: no limit)")
+    parser.add_argument("--limit", "-l", type=_positive_int,
+                        help="most jobs this worker runs at once (default: no limit)")
     parser.add_argument("--work-queue", "-q", action="append", help="serve only this queue of the pool (repeatable)")
     parser.add_argument("--prefetch-seconds", type=_seconds,
                         help="also take runs due within this many seconds (default PREFECT_WORKER_PREFETCH_SECONDS)")
@@ -101,6 +106,9 @@ def check(args: argparse.Namespace) -> str:
     from deployments.connection import prefect_api
     from deployments.server import healthy
 
+    if args.type != "process":
+        raise WorkerError(f"--type {args.type}: qsflow worker serves process work pools only. Serve a {args.type} "
+                          f"pool with `prefect worker start --pool {args.pool} --type {args.type}`.")
     if args.name and ("/" in args.name or "%" in args.name):
         raise WorkerError(f"--name {args.name!r}: a worker's name cannot contain '/' or '%'; choose another.")
     url = get_current_settings().api.url

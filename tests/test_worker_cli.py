@@ -177,6 +177,13 @@ def test_a_pool_of_another_type_is_refused(client, prefect, capsys) -> None:
     assert "of type 'docker'" in err and f"prefect worker start --pool {pool}" in err, err
 
 
+def test_a_type_other_than_process_is_refused(capsys) -> None:
+    from deployments import worker
+
+    assert worker.main(["--pool", POOL, "--type", "kubernetes"]) == 2
+    assert f"prefect worker start --pool {POOL} --type kubernetes" in capsys.readouterr().err
+
+
 def test_a_bad_worker_name_is_refused(capsys) -> None:
     from deployments import worker
 
