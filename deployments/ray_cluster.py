@@ -105,6 +105,10 @@ def head_env() -> dict[str, str]:
     # Each job's program is a new Ray driver, and Ray's workers belong to one driver: have the raylet start
     # a driver's workers as soon as it connects, not when its first task arrives.
     env.setdefault("RAY_enable_worker_prestart", "1")
+    # Ray stops a driver's idle workers above one per CPU after 1 s: a program pausing 2 s between two fan-outs
+    # of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew (~1.5 s of
+    # CPU). Idle workers are kept 10 s; a job's workers still end with the job.
+    env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
     env.pop("RAY_ADDRESS", None)
     env.update(LOOPBACK_ENV)
     return env
