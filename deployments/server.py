@@ -117,9 +117,11 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
             _ensure_status_relay(state["url"])
         if not state["worker"]:
             _ensure_work_pool(state["url"])
-            command = _worker_command(f"qsflow-embedded-{os.getpid()}")
+            from deployments import worker
+
+            command = worker.command(WORK_POOL, f"qsflow-embedded-{os.getpid()}")
             env = prefect_env(state["url"])
-            if "deployments.warm_worker" in command[2] and "PREFECT_WORKER_QUERY_SECONDS" not in os.environ:
+            if worker.warm_available() and "PREFECT_WORKER_QUERY_SECONDS" not in os.environ:
                 # it also polls when a run is scheduled or one of its runs ends: the timed poll (~20 ms of the
                 # server's CPU each) is only the fallback
                 env["PREFECT_WORKER_QUERY_SECONDS"] = "5"
@@ -131,21 +133,6 @@ def ensure_running(timeout: float = SERVER_START_TIMEOUT) -> str:
 
     ray_cluster.prestart_local_head()
     return state["url"]
-
-
-def _worker_command(name: str) -> list[str]:
-    """Prefect's process worker; by default qsflow's, which forks runner-flow runs from a warm process
-    (``deployments.warm_worker``); ``QSFLOW_WARM_WORKER=0``, or a Prefect without the runner internals it
-    builds on (written against Prefect 3.9.1; older 3.x may lack them), starts Prefect's stock one."""
-    import importlib.util
-
-    warm_possible = importlib.util.find_spec("prefect.runner._flow_run_executor") is not None
-    if os.environ.get("QSFLOW_WARM_WORKER", "1") == "0" or not warm_possible:
-        return [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                "--name", name]
-    # Not ``-m``: the worker's forked runs unpickle its functions by the module's real name.
-    return [sys.executable, "-c", "import sys; from deployments.warm_worker import main; sys.exit(main())",
-            "--pool", WORK_POOL, "--name", name]
 
 
 def _start_server(state: dict, timeout: float) -> dict:

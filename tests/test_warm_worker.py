@@ -22,8 +22,8 @@ def test_runner_runs_are_forked_from_the_warm_forkserver(client, prefect) -> Non
     assert results[0]["runner_pid"] != results[1]["runner_pid"]  # one process per run
 
     worker_pid = server.status()["worker_pid"]
-    with open(f"/proc/{worker_pid}/cmdline", "rb") as handle:
-        assert b"deployments.warm_worker" in handle.read()
+    with open(f"/proc/{worker_pid}/cmdline", "rb") as handle:  # the embedded default's worker is `qsflow worker`
+        assert b"deployments.cli\x00worker\x00--pool\x00qsflow\x00" in handle.read()
 
     # still Prefect flow runs with Prefect's states, as with the stock worker
     from uuid import UUID
