@@ -154,7 +154,7 @@ JOB_PROGRAM = textwrap.dedent('''
     # Like with like: the first round of each also pays its workers' qiskit import and pass-manager build (each
     # function keeps its own cache); then warm rounds, alternating, compared by their medians.
     fan_outs, raw_fan_outs = [], []
-    for _ in range(1 + arguments.get("fan_rounds", 2)):
+    for _ in range(1 + arguments.get("fan_rounds", 4)):
         start = time.perf_counter()
         parallel = get([transpile_remote(c, 7) for c in batch])
         fan_outs.append(time.perf_counter() - start)
@@ -277,7 +277,7 @@ def serial_single_thread(circuits: int) -> float:
 
 
 def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 3, cache: bool = True,
-            cache_circuits: int = 6, fan_rounds: int = 2) -> dict[str, Any]:
+            cache_circuits: int = 6, fan_rounds: int = 4) -> dict[str, Any]:
     """The default engine against raw Ray, the direct engine and serial work, in one fresh job on the warm head;
     returns the program's figures plus ``run_s`` (run() to result) and ``recorded`` task-run counts."""
     from deployments import server
