@@ -36,20 +36,28 @@ def _most_at_once(runs) -> int:
     return most
 
 
-def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp_path) -> None:
+def _hold_deployment_and_worker(client, prefect, log: Path, *worker_args: str):
+    """The ``worker-cli-hold`` program's deployment, a copy of it on the test pool, and a ``qsflow worker`` on that
+    pool started with ``worker_args`` (in a session of its own, output to ``log``)."""
     from deployments import server
-    from deployments.processes import alive, terminate_group
 
     client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
                                  working_dir=str(PROGRAMS / "worker_cli")))
     deployment = prefect.read_deployment_by_name("worker-cli-hold/worker-cli-hold")
     limited = _deployment_on(prefect, deployment, POOL)
-    log = tmp_path / "worker.log"
     with open(log, "wb") as handle:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, "--limit", str(LIMIT),
-             "--name", "cli-worker"], env=server.prefect_env(client.host), stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+        worker = subprocess.Popen([sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, *worker_args],
+                                  env=server.prefect_env(client.host), stdout=handle, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    return deployment, limited, worker
+
+
+def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp_path) -> None:
+    from deployments.processes import alive, terminate_group
+
+    log = tmp_path / "worker.log"
+    deployment, limited, worker = _hold_deployment_and_worker(client, prefect, log, "--limit", str(LIMIT),
+                                                              "--name", "cli-worker")
     try:
         runs = [prefect.create_flow_run_from_deployment(
             limited, parameters={**deployment.parameters, "arguments": {"seconds": 4}}) for _ in range(JOBS)]
@@ -76,19 +84,11 @@ def test_a_job_outlives_its_worker_killed_alone(client, prefect, tmp_path) -> No
     DONE, as with Prefect's stock worker (whose runs each have a session of their own)."""
     import time
 
-    from deployments import local_cluster, server
+    from deployments import local_cluster
     from deployments.processes import alive, terminate_group
 
-    client.upload(QiskitFunction(title="worker-cli-hold", entrypoint="hold.py",
-                                 working_dir=str(PROGRAMS / "worker_cli")))
-    deployment = prefect.read_deployment_by_name("worker-cli-hold/worker-cli-hold")
-    limited = _deployment_on(prefect, deployment, POOL)
     log = tmp_path / "worker.log"
-    with open(log, "wb") as handle:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "worker", "--pool", POOL, "--name", "killed-alone"],
-            env=server.prefect_env(client.host), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+    deployment, limited, worker = _hold_deployment_and_worker(client, prefect, log, "--name", "killed-alone")
     try:
         run = prefect.create_flow_run_from_deployment(
             limited, parameters={**deployment.parameters, "arguments": {"seconds": 6}})
