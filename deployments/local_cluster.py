@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Optional
 
 from deployments import postgres, ray_cluster
-from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
+from deployments.processes import (alive, descendants, free_port, home_lock, read_state, terminate_group,
+                                   write_state)
 from deployments.settings import STORAGE_BLOCK, WORK_POOL, home
 
 SECOND_NODE_RESOURCE = "qsflow_second_node"
@@ -241,7 +242,7 @@ def kill_worker(name: str, with_jobs: bool = True) -> list[int]:
     worker = next((w for w in read_state(_state_file()).get("workers", []) if w["name"] == name), None)
     if worker is None or not alive(worker["pid"]):
         raise ClusterError(f"No running worker named {name!r}; see `qsflow cluster status`.")
-    victims = [worker["pid"], *(_descendants(worker["pid"]) if with_jobs else [])]
+    victims = [worker["pid"], *(descendants(worker["pid"]) if with_jobs else [])]
     for pid in victims:  # all at once: no child notices its parent going first
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
@@ -249,21 +250,6 @@ def kill_worker(name: str, with_jobs: bool = True) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return victims
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(proc.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, []))
-    return found
 
 
 def _any_alive(state: dict) -> bool:

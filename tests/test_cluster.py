@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from deployments import local_cluster, postgres
+from deployments.processes import descendants
 
 pytestmark = pytest.mark.cluster
 
@@ -103,7 +104,7 @@ def _flow_run_ids_under(api, pid: int, jobs: list[str]) -> set[str]:
 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    under = set(local_cluster._descendants(pid))
+    under = set(descendants(pid))
     ids = set()
     for child in under:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import PROGRAMS, local_ray_head
+from deployments.processes import alive
 from serverless_compat import (
     QiskitFunction,
     Target,
@@ -219,14 +220,6 @@ def test_plain_ray_put_and_errors_inside_a_job(client, prefect, ray_head) -> Non
     assert all(r.start_time is not None and r.end_time is not None for r in runs)
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def test_stopping_a_job_kills_its_ray_tasks(client, tmp_path: Path) -> None:
     function = client.upload(QiskitFunction(
         title="distribute-stop", entrypoint="main.py", working_dir=str(PROGRAMS / "distribute_stop"),
@@ -238,10 +231,10 @@ def test_stopping_a_job_kills_its_ray_tasks(client, tmp_path: Path) -> None:
         assert time.monotonic() < deadline, f"the task never started; job is {job.status()}:\n{job.logs()}"
         time.sleep(0.2)
     pid = int(pid_file.read_text())
-    assert _running(pid)
+    assert alive(pid)
     job.stop()
     assert job.wait(timeout=120) == "CANCELED"
     deadline = time.monotonic() + 60
-    while _running(pid):
+    while alive(pid):
         assert time.monotonic() < deadline, f"the job's Ray task (pid {pid}) still runs after the job stopped"
         time.sleep(0.2)

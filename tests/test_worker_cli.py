@@ -84,8 +84,7 @@ def test_a_job_outlives_its_worker_killed_alone(client, prefect, tmp_path) -> No
     DONE, as with Prefect's stock worker (whose runs each have a session of their own)."""
     import time
 
-    from deployments import local_cluster
-    from deployments.processes import alive, terminate_group
+    from deployments.processes import alive, descendants, terminate_group
 
     log = tmp_path / "worker.log"
     deployment, limited, worker = _hold_deployment_and_worker(client, prefect, log, "--name", "killed-alone")
@@ -97,7 +96,7 @@ def test_a_job_outlives_its_worker_killed_alone(client, prefect, tmp_path) -> No
         while not job.status().startswith("RUNNING"):
             assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        under = local_cluster._descendants(worker.pid)  # its forkserver, the run, the program
+        under = descendants(worker.pid)  # its forkserver, the run, the program
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         assert job.result(wait=True, cadence=0.5)["worker"] == "killed-alone"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import PROGRAMS, job_status_events, local_ray_head
+from deployments.processes import alive, parent
 from serverless_compat import QiskitFunction
 
 DEADLINE = 300  # s: the machine is shared and slow at times; every wait is a poll against a deadline
@@ -49,17 +50,6 @@ def _wait(predicate, what: str, deadline: float = DEADLINE) -> Any:
     return value
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def _final_statuses(prefect, job_id: str, until: str) -> list[str]:
     return [e.resource["qsflow.status"] for e in job_status_events(prefect, job_id, until)]
 
@@ -84,9 +74,9 @@ def test_a_sigkilled_runner_ends_error_with_one_final_event(client, prefect, tmp
                                       working_dir=str(PROGRAMS / "sleepy")))
     job = fn.run(marker_dir=str(tmp_path))
     program = int(_wait(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), "the program"))
-    runner = _parent(program)  # the job's runner (the flow run's process) started the program, maybe via unshare
+    runner = parent(program)  # the job's runner (the flow run's process) started the program, maybe via unshare
     while not Path(f"/proc/{runner}/comm").read_text().startswith("python"):
-        runner = _parent(runner)
+        runner = parent(runner)
     assert runner != server.status()["worker_pid"]
     os.kill(runner, signal.SIGKILL)
 
@@ -96,7 +86,7 @@ def test_a_sigkilled_runner_ends_error_with_one_final_event(client, prefect, tmp
     assert "SIGKILL" in (state.message or ""), state.message
     statuses = _final_statuses(prefect, job.job_id, until="ERROR")
     assert statuses.count("ERROR") == 1 and statuses[-1] == "ERROR", statuses
-    _wait(lambda: not _running(program), "the program to die with its runner", deadline=60)
+    _wait(lambda: not alive(program), "the program to die with its runner", deadline=60)
     assert not (tmp_path / "finished").exists()
 
 
@@ -109,7 +99,7 @@ def test_a_dead_ray_worker_is_retried_or_fails_get_clearly(client, tmp_path):
     dead_pid = int((tmp_path / "died-once").read_text())
     # Ray's default (the classic signature): the lost worker's task ran again on another worker.
     assert result["once"].startswith("survived in ") and result["once"] != f"survived in {dead_pid}"
-    assert not _running(dead_pid)
+    assert not alive(dead_pid)
     # retries=2: the first try raised (its marker is written), the retry returned; retries=0: a lost worker is final.
     assert result["raises_once"] == "second try" and (tmp_path / "raised-once").exists()
     assert result["no_retries"].startswith("WorkerCrashedError: "), result["no_retries"]
@@ -141,7 +131,7 @@ def test_stop_while_distributed_tasks_run(client, prefect, ray_head, tmp_path):
     _wait(lambda: prefect.read_flow_run(job.job_id).state.type.value == "CANCELLED", "Prefect's Cancelled")
     _wait(lambda: not lingering(), "Ray to end the job's tasks", deadline=120)
     for pid in pids:
-        _wait(lambda pid=pid: not _running(pid), f"the Ray worker {pid} to stop", deadline=60)
+        _wait(lambda pid=pid: not alive(pid), f"the Ray worker {pid} to stop", deadline=60)
 
     def task_runs() -> list:
         return prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[job.job_id])))
