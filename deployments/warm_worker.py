@@ -1,4 +1,4 @@
-"""The embedded worker: Prefect's process worker, starting the runner flow's runs from a warm process.
+"""qsflow's warm worker (`qsflow worker`): Prefect's process worker, forking runner-flow runs from a warm process.
 
 Prefect's ``ProcessWorker`` starts every flow run in a fresh interpreter, twice over in Prefect 3.9 (a workspace
 supervisor that imports Prefect and reads the deployment, which then ``exec``\\ s ``python -m prefect.engine``, which
@@ -12,14 +12,13 @@ still a process of its own that the worker tracks, cancels (``job.stop()``) and 
 executor; Prefect's flow engine runs the flow in it exactly as ``python -m prefect.engine`` would (same state
 transitions, hooks, logs). Runs of any other entrypoint go through the stock path.
 
-Started by :mod:`deployments.server` (``python -c 'from deployments.warm_worker import main; ...' --pool qsflow``)
-and by ``qsflow worker`` (:mod:`deployments.worker`: any Prefect server, Prefect's worker options such as
-``--limit``); ``QSFLOW_WARM_WORKER=0`` makes either start Prefect's stock ``prefect worker start`` instead.
+Started by ``qsflow worker`` (:mod:`deployments.worker`: any Prefect server, Prefect's worker options such as
+``--limit``), which is also the embedded default's worker (:mod:`deployments.server`); ``QSFLOW_WARM_WORKER=0``
+makes it start Prefect's stock ``prefect worker start`` instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import multiprocessing
@@ -278,11 +277,3 @@ def serve(pool: str, name: Optional[str] = None, limit: Optional[int] = None,
     anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
                                 prefetch_seconds=prefetch_seconds))
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="qsflow's embedded Prefect process worker (warm runner starts)")
-    parser.add_argument("--pool", required=True)
-    parser.add_argument("--name", required=True)
-    args = parser.parse_args(argv)
-    serve(args.pool, args.name)
-    return 0
