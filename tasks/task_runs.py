@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -171,10 +170,9 @@ def close_open_task_runs(flow_run_id: Any, job_state: State) -> int:
 
 def _recorder_lag() -> float:
     """Seconds the Prefect server may hold a task-run event before recording it: its task-run recorder's flush
-    interval when it batches (set in this process's environment by the embedded server's settings), else 0."""
-    batch = os.environ.get("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "1")
-    interval = os.environ.get("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "0")
-    try:
-        return float(interval) + 0.2 if int(batch) > 1 else 0.0
-    except ValueError:
-        return 0.0
+    interval when it batches (Prefect's settings of this process, which the embedded server sets for its own
+    processes and those it starts), else 0."""
+    from prefect.settings import get_current_settings
+
+    recorder = get_current_settings().server.services.task_run_recorder
+    return recorder.flush_interval + 0.2 if recorder.batch_size > 1 else 0.0
