@@ -137,19 +137,29 @@ def local_ray_head(test_module: str) -> Iterator[dict[str, Any]]:
 STATUS_EVENT_DEADLINE = 60
 
 
+def flow_run_events(prefect, name: str, job_ids: list[str]) -> list:
+    """The events ``name`` about the flow runs ``job_ids``, oldest first, every page. The filter is built per call:
+    its ``occurred.until`` defaults to the moment it is built, so a filter kept across polls never returns an event
+    emitted after that."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
+    event_filter = EventFilter(event=EventNameFilter(name=[name]),
+                               resource=EventResourceFilter(id=[f"prefect.flow-run.{j}" for j in job_ids]),
+                               order=EventOrder.ASC)
+    page = prefect.read_events(event_filter, limit=50)
+    events = list(page.events)
+    while page.next_page:
+        page = prefect.read_events_page(page.next_page)
+        events += page.events
+    return events
+
+
 def job_status_events(prefect, job_id: str, until: str, deadline: float = STATUS_EVENT_DEADLINE) -> list:
     """The job's ``qsflow.job.status`` events, oldest first, once the one with status ``until`` is recorded
     (polled for up to ``deadline`` seconds)."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
-
     give_up = time.monotonic() + deadline
     while True:
-        # A new filter each time: its ``occurred.until`` defaults to the moment it is built, so a filter built
-        # before the final status's event was emitted would never return it.
-        event_filter = EventFilter(event=EventNameFilter(name=["qsflow.job.status"]),
-                                   resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"]),
-                                   order=EventOrder.ASC)
-        events = prefect.read_events(event_filter, limit=50).events
+        events = flow_run_events(prefect, "qsflow.job.status", [job_id])
         if any(e.resource["qsflow.status"] == until for e in events):
             return events
         assert time.monotonic() < give_up, [e.resource["qsflow.status"] for e in events]

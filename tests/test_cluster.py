@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import flow_run_events
 from deployments import local_cluster, postgres
 from deployments.processes import descendants
 
@@ -249,7 +250,7 @@ def _every_job_reported(api, jobs: list[str], lost: set[str]) -> None:
     deadline = time.monotonic() + 60
     while True:
         seen: dict[str, list[str]] = {job_id: [] for job_id in jobs}
-        for event in _events(api, "qsflow.job.status", jobs):
+        for event in flow_run_events(api, "qsflow.job.status", jobs):
             seen[event.resource["qsflow.job"]].append(event.resource["qsflow.status"])
         complete = all(seen[j] == ["QUEUED", "INITIALIZING", "RUNNING", "DONE"] for j in jobs if j not in lost) and \
             all(seen[j][:1] == ["QUEUED"] and seen[j][-1:] == ["DONE"] for j in lost)
@@ -259,29 +260,13 @@ def _every_job_reported(api, jobs: list[str], lost: set[str]) -> None:
         time.sleep(1)
 
 
-def _events(api, name: str, jobs: list[str]) -> list:
-    """The events ``name`` about the flow runs ``jobs``, oldest first (the filter is built per call: Prefect's
-    default ``until`` is the time it is built)."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
-
-    event_filter = EventFilter(event=EventNameFilter(name=[name]),
-                               resource=EventResourceFilter(id=[f"prefect.flow-run.{j}" for j in jobs]),
-                               order=EventOrder.ASC)
-    page = api.read_events(event_filter, limit=50)
-    events = list(page.events)
-    while page.next_page:
-        page = api.read_events_page(page.next_page)
-        events += page.events
-    return events
-
-
 def test_every_job_of_the_load_sent_heartbeats(load, api):
     """The lost-jobs automation sees a running job only through its heartbeats: runs forked by `qsflow worker`
     send them too (Prefect's engine, PREFECT_FLOWS_HEARTBEAT_FREQUENCY from the worker's environment)."""
     deadline = time.monotonic() + 60
     while True:
         beating = {e.resource.id.removeprefix("prefect.flow-run.")
-                   for e in _events(api, "prefect.flow-run.heartbeat", load["jobs"])}
+                   for e in flow_run_events(api, "prefect.flow-run.heartbeat", load["jobs"])}
         if beating == set(load["jobs"]):
             return
         assert time.monotonic() < deadline, set(load["jobs"]) - beating
