@@ -1,44 +1,55 @@
-"""The server's own record of a job's end, as ``qsflow.job.status``: an automation relaying Cancelled and Crashed.
+"""The server's own record of a job's end, as ``qsflow.job.status``: an automation relaying every final state.
 
 A job can end where no qsflow process is left to say so: cancelled from the Prefect UI before a worker
-picked it up, or its runner killed (SIGKILL, out of memory, the machine lost) so that Prefect marks it
-Crashed. The Prefect server records those states whoever set them and emits ``prefect.flow-run.Cancelled``
-/ ``prefect.flow-run.Crashed`` itself. This module keeps one automation on the server that turns each such
-event of a flow run in qsflow's work pools into the job's ``qsflow.job.status`` (CANCELED / ERROR): a
-``call-webhook`` action posting the event to the server's own ``/events`` API, through a Webhook block.
+picked it up; its runner killed (SIGKILL, out of memory, the machine lost) so that Prefect marks it
+Crashed; or its machine lost right after Prefect recorded it Completed or Failed, before the runner's
+hook posted DONE or ERROR. The Prefect server records every state whoever set it and emits
+``prefect.flow-run.<state name>`` itself, labelled with the state's type. This module keeps one
+automation on the server that turns each such event of a flow run in qsflow's work pools whose state is
+final (Completed, Failed, Crashed, Cancelled: whatever its name, e.g. Failed's ``TimedOut``) into the
+job's ``qsflow.job.status`` (DONE, ERROR, CANCELED): a ``call-webhook`` action posting the event to the
+server's own ``/events`` API, through a Webhook block.
 
 The relayed event has the same id as the one the client (``job.stop()``) or the runner's hooks emit for
 the same job and status (``flows.status_events.final_event_id``), and Prefect's server keeps one event
-per id: each job gets exactly one final status event, whichever side saw the end first.
+per id (its triggers, too, act once per id): each job gets exactly one final status event, whichever
+side saw the end first.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+from flows import status
 from flows.status_events import FINAL_ID_PREFIXES, STATUS_EVENT
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
-AUTOMATION_NAME = "qsflow: job ended (Cancelled/Crashed) -> qsflow.job.status"
+AUTOMATION_NAME = "qsflow: job ended -> qsflow.job.status"
+# The names earlier versions gave it: replaced by this one (ensure).
+FORMER_NAMES = ("qsflow: job ended (Cancelled/Crashed) -> qsflow.job.status",)
 WEBHOOK_BLOCK = "qsflow-status-relay"
-RELAYED_EVENTS = ("prefect.flow-run.Cancelled", "prefect.flow-run.Crashed")
+# Prefect's final state types, as its state events label them (``prefect.state-type``).
+RELAYED_STATE_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _payload() -> str:
     """The Jinja template the server renders into the POST body: a list holding one event."""
-    status = "{% if event.event == 'prefect.flow-run.Cancelled' %}CANCELED{% else %}ERROR{% endif %}"
-    prefix = ("{% if event.event == 'prefect.flow-run.Cancelled' %}" + FINAL_ID_PREFIXES["CANCELED"]
-              + "{% else %}" + FINAL_ID_PREFIXES["ERROR"] + "{% endif %}")
+    state_type = 'event.resource["prefect.state-type"]'
+    statuses = {t: status.to_job_status(t, None) for t in RELAYED_STATE_TYPES}
+    prefixes = {t: FINAL_ID_PREFIXES[s] for t, s in statuses.items()}
+    job_status = "{{ " + json.dumps(statuses) + "[" + state_type + "] }}"
+    prefix = "{{ " + json.dumps(prefixes) + "[" + state_type + "] }}"
     job = "{{ flow_run.id }}"
     function = "{{ (flow_run.parameters.program or flow_run.name) | tojson }}"
     return (
         '[{"id": "' + prefix + "{{ (flow_run.id | string)[8:] }}" + '", '
         '"occurred": "{{ event.occurred }}", "event": "' + STATUS_EVENT + '", '
         '"resource": {"prefect.resource.id": "prefect.flow-run.' + job + '", "qsflow.job": "' + job + '", '
-        '"qsflow.function": ' + function + ', "qsflow.status": "' + status + '"}, '
-        '"payload": {"job_id": "' + job + '", "function": ' + function + ', "status": "' + status + '"}}]'
+        '"qsflow.function": ' + function + ', "qsflow.status": "' + job_status + '"}, '
+        '"payload": {"job_id": "' + job + '", "function": ' + function + ', "status": "' + job_status + '"}}]'
     )
 
 
@@ -63,15 +74,19 @@ def ensure(client: SyncPrefectClient) -> str:
     block_id = Webhook(method="POST", url=url, headers=headers).save(WEBHOOK_BLOCK, overwrite=True)
     automation = AutomationCore(
         name=AUTOMATION_NAME,
-        description="qsflow: emit the job's final qsflow.job.status when Prefect records it Cancelled or Crashed "
-                    "(deployments/status_relay.py)",
+        description="qsflow: emit the job's final qsflow.job.status (DONE, ERROR, CANCELED) when Prefect records "
+                    "its flow run Completed, Failed, Crashed or Cancelled (deployments/status_relay.py)",
         trigger=EventTrigger(
-            expect=set(RELAYED_EVENTS), posture=Posture.Reactive, threshold=1,
+            expect={"prefect.flow-run.*"}, match={"prefect.state-type": list(RELAYED_STATE_TYPES)},
+            posture=Posture.Reactive, threshold=1,
             # Every job runs in one of qsflow's work pools (a function's flow is named after the function).
             match_related={"prefect.resource.role": "work-pool", "prefect.resource.name": [WORK_POOL, IMAGE_POOL]},
         ),
         actions=[CallWebhook(block_document_id=block_id, payload=_payload())],
     )
+    for former in FORMER_NAMES:
+        for automation_ in client.read_automations_by_name(former):
+            client.delete_automation(automation_.id)
     existing = client.read_automations_by_name(AUTOMATION_NAME)
     for extra in existing[1:]:
         client.delete_automation(extra.id)

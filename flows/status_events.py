@@ -18,8 +18,9 @@ Who emits what — each change is emitted by the process that makes it:
 - ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``; for a
   cancel from anywhere else (the Prefect UI, the API) the worker's cancellation hook, after it killed
   the runner.
-- Both, for every end no process saw (a queued run cancelled, a run Crashed by Prefect's server): the
-  server's own automation, ``deployments.status_relay``.
+- All three again, for every final state Prefect records, from the server's own automation
+  (``deployments.status_relay``): the only report of an end no process saw (a queued run cancelled, a run
+  Crashed by Prefect's server, a machine lost between the final state and the hook's event).
 
 A final status's event has one id per job and status (:func:`final_event_id`): Prefect's server keeps
 one event per id, so a job gets exactly one final event however many of these sides report it.

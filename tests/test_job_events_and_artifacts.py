@@ -152,17 +152,24 @@ def test_a_queued_job_cancelled_from_the_ui_emits_canceled(sleepy_fn, prefect, t
     assert statuses[-1] == "CANCELED"
 
 
-def test_a_crash_prefect_records_without_the_runner_emits_error(sleepy_fn, prefect):
-    """What Prefect's server does to a job whose machine went silent (deployments.lost_jobs): the relay reports it."""
-    from prefect.states import Crashed, Pending
+@pytest.mark.parametrize("final, expected", [
+    ("Crashed", "ERROR"),  # what Prefect's server does to a job whose machine went silent (deployments.lost_jobs)
+    ("Completed", "DONE"),  # the machine lost right after the runner's final state, before its hook posted DONE
+    ("TimedOut", "ERROR"),  # a Failed state of another name
+])
+def test_a_final_state_prefect_records_without_the_runner_is_relayed(sleepy_fn, prefect, final, expected):
+    """A job's end recorded with no qsflow process left to report it: the server's relay emits its final status."""
+    from prefect.states import Completed, Crashed, Failed, Pending
 
     from deployments.programs import read_deployment
 
-    # A run claimed by a worker that is gone (Pending: no worker polls it again), then marked Crashed.
+    state = {"Crashed": Crashed(message="no heartbeat"), "Completed": Completed(),
+             "TimedOut": Failed(name="TimedOut", message="timed out")}[final]
+    # A run claimed by a worker that is gone (Pending: no worker polls it again), then given its final state.
     run = prefect.create_flow_run_from_deployment(read_deployment(prefect, "status-events-sleepy").id,
                                                   parameters={"arguments": {}}, state=Pending())
-    prefect.set_flow_run_state(run.id, Crashed(message="no heartbeat"), force=True)
-    assert _final(prefect, run.id).type.value == "CRASHED"
-    events = status_events(prefect, str(run.id), until="ERROR")
-    assert [e.resource["qsflow.status"] for e in events] == ["ERROR"]
+    prefect.set_flow_run_state(run.id, state, force=True)
+    assert _final(prefect, run.id).name == final
+    events = status_events(prefect, str(run.id), until=expected)
+    assert [e.resource["qsflow.status"] for e in events] == [expected]
     assert events[0].resource["qsflow.function"] == "status-events-sleepy"
