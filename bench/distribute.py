@@ -72,7 +72,16 @@ JOB_PROGRAM = textwrap.dedent('''
 
     @ray.remote(num_cpus=1)
     def raw_transpile(circuit, seed):
+        from tasks import circuit_transport
+        circuit_transport.reset()  # plain Ray pickles circuits (a worker a distributed task ran on sends QPY)
         return pass_manager(seed).run(circuit)
+
+    @ray.remote(num_cpus=1)
+    def raw_transpile_qpy(circuit, seed):
+        from tasks import circuit_transport
+        value = pass_manager(seed).run(circuit)
+        circuit_transport.register_if_loaded()  # as a distributed task's worker does: the value goes as QPY
+        return value
 
     def transpile_seeded(count, seed):
         """Builds its circuits and pass manager from seeds (small arguments: the cache key hashes them; and no
@@ -153,11 +162,18 @@ JOB_PROGRAM = textwrap.dedent('''
 
     # Like with like: the first round of each also pays its workers' qiskit import and pass-manager build (each
     # function keeps its own cache); then warm rounds, alternating, compared by their medians.
-    fan_outs, raw_fan_outs = [], []
+    # Raw Ray twice: as plain Ray does it (circuits pickled both ways), and with qsflow's QPY transport on both
+    # sides (tasks.circuit_transport), which isolates what the engine itself costs.
+    from tasks import circuit_transport
+    fan_outs, raw_fan_outs, raw_qpy_fan_outs = [], [], []
     for _ in range(1 + arguments.get("fan_rounds", 4)):
         start = time.perf_counter()
         parallel = get([transpile_remote(c, 7) for c in batch])
         fan_outs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        raw_qpy_parallel = ray.get([raw_transpile_qpy.remote(c, 7) for c in batch])
+        raw_qpy_fan_outs.append(time.perf_counter() - start)
+        circuit_transport.reset()  # the program's side pickles too (the next distributed call registers again)
         start = time.perf_counter()
         raw_parallel = ray.get([raw_transpile.remote(c, 7) for c in batch])
         raw_fan_outs.append(time.perf_counter() - start)
@@ -190,10 +206,12 @@ JOB_PROGRAM = textwrap.dedent('''
                  "rounds_ms": {"raw": raw["rounds_ms"], "direct": direct["rounds_ms"], "default": default["rounds_ms"]},
                  "server_cpu_ms": {"raw": raw["server_cpu_ms"], "direct": direct["server_cpu_ms"],
                                    "default": default["server_cpu_ms"]},
-                 "fan_out_s": fan_outs, "raw_fan_out_s": raw_fan_outs, "serial_s": in_process,
-                 "fan_out_warm_s": statistics.median(fan_outs[1:]), "raw_fan_out_warm_s": statistics.median(raw_fan_outs[1:]),
+                 "fan_out_s": fan_outs, "raw_fan_out_s": raw_fan_outs, "raw_qpy_fan_out_s": raw_qpy_fan_outs,
+                 "serial_s": in_process, "fan_out_warm_s": statistics.median(fan_outs[1:]),
+                 "raw_fan_out_warm_s": statistics.median(raw_fan_outs[1:]),
+                 "raw_qpy_fan_out_warm_s": statistics.median(raw_qpy_fan_outs[1:]),
                  "serial_rounds_s": serials, "rayon_num_threads": rayon,
-                 "same": parallel == serial == raw_parallel, "cache": cache,
+                 "same": parallel == serial == raw_parallel == raw_qpy_parallel, "cache": cache,
                  "cpus": ray.cluster_resources().get("CPU", 0)})
 ''')
 
@@ -334,9 +352,12 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
           f"{len(result['fan_out_s']) - 1} rounds after a first one:")
     print(f"    serial in the program (warm)        {serial:6.2f} s")
     print(f"    raw ray.remote fan-out              {raw_warm:6.2f} s  ({serial / raw_warm:.2f}x serial; first "
-          f"{raw_cold:.1f} s)")
+          f"{raw_cold:.1f} s; circuits pickled, as plain Ray does)")
+    raw_qpy = result["raw_qpy_fan_out_warm_s"]
+    print(f"    raw ray.remote fan-out, QPY         {raw_qpy:6.2f} s  ({serial / raw_qpy:.2f}x serial; with qsflow's "
+          f"circuit transport on both sides)")
     print(f"    distribute_task fan-out             {warm:6.2f} s  ({serial / warm:.2f}x serial, {warm / raw_warm:.2f}x "
-          f"raw; first {cold:.1f} s); same circuits: {result['same']}")
+          f"raw, {warm / raw_qpy:.2f}x raw with QPY; first {cold:.1f} s); same circuits: {result['same']}")
     if result.get("cache"):
         cache = result["cache"]
         hit = min(cache["cached_s"][1:])

@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union, overload
 
-from tasks import ray_connection
+from tasks import circuit_transport, ray_connection
 from tasks.target import Target, TargetLike, as_target, check_satisfiable
 from tasks.task_events import event_log
 
@@ -96,6 +96,7 @@ class DistributedTask(Generic[R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Connects first: in a job, Ray then starts the job's first workers while this process loads Prefect.
         self._check()
+        circuit_transport.register_if_loaded()  # the arguments' circuits as QPY
         if selected_engine(self.engine) == PREFECT_RAY and os.environ.get(ray_connection.JOB_ID_ENV):
             engine = _prefect_ray_engine()  # outside a job: the direct engine (no flow run to attach to)
             if engine is not None:

@@ -46,6 +46,8 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import RemoteOptionsContext
 from prefect_ray.task_runners import PrefectRayFuture
 
+from tasks import circuit_transport
+
 
 class JobRayTaskRunner(RayTaskRunner):
     """A ``RayTaskRunner`` for long-lived flow runs with many tasks (a qsflow job's distributed calls)."""
@@ -116,8 +118,6 @@ class JobRayTaskRunner(RayTaskRunner):
     ) -> PrefectRayFuture[Any]:
         if not self._started:
             raise RuntimeError("Enter the task runner (`with JobRayTaskRunner(...) as runner:`) before submitting.")
-        import ray
-
         task_run_id = uuid.uuid4()
         if dependencies is None:  # upstream futures become the task run's inputs (lineage in the UI)
             dependencies = {name: collect_task_run_inputs_sync(value, future_cls=PrefectRayFuture)
@@ -301,6 +301,6 @@ def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, sh
     kwargs = dict(task=task, task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
                   dependencies=dependencies, return_type=return_type)
     with _current(contexts):
-        if task.isasync:
-            return asyncio.run(run_task_async(**kwargs))
-        return run_task_sync(**kwargs)
+        value = asyncio.run(run_task_async(**kwargs)) if task.isasync else run_task_sync(**kwargs)
+    circuit_transport.register_if_loaded()  # before Ray pickles the value: circuits as QPY
+    return value
