@@ -22,7 +22,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# How often the client asks for the job's status; each ask costs the client and the server CPU too.
+# How often the client would read the job's status if the server's event stream could not be opened (job.wait is
+# woken by the stream: deployments.job_end); each read costs the client and the server CPU too.
 POLL_S = 0.1
 
 PROGRAM = """from qiskit_serverless import get_arguments, save_result

@@ -25,11 +25,13 @@ from deployments import api_auth as _api_auth
 from deployments import arguments_schema as _arguments_schema
 from deployments import data_files as _files
 from deployments import images as _images
+from deployments import job_end as _job_end
 from deployments import jobs as _jobs
 from deployments import programs as _programs
 from deployments import server as _server
 from deployments.connection import prefect_api
 from deployments.settings import api_url, configured_host, home, max_arguments_bytes
+from flows import status as _status
 from flows.job_outputs import PROVIDER_LOGGER
 from flows.runner import job_user
 from serverless_compat import serialization
@@ -355,6 +357,16 @@ class BaseClient:
     def status(self, job_id: str) -> str:
         with self._api() as client:
             return _jobs.job_status(self._read_job(client, job_id))
+
+    def wait(self, job_id: str, timeout: Optional[float], poll: float) -> Optional[str]:
+        """The job's final status once it ends, or None after ``timeout`` seconds: woken by the server's event
+        stream (``deployments.job_end``), polling every ``poll`` seconds only where no stream can be opened."""
+        def ended() -> Optional[str]:
+            current = self.status(job_id)
+            return current if current in _status.TERMINAL else None
+
+        with self._api():
+            return _job_end.wait_until(job_id, ended, timeout, poll)
 
     def stop(self, job_id: str, service: Any = None) -> str:
         self._own_job(job_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
@@ -134,15 +133,14 @@ class Job:
         return self._job_service.error_message(self.job_id)
 
     def wait(self, timeout: Optional[float] = None, poll: float = 0.2) -> str:
-        """Block until the job reaches DONE, ERROR or CANCELED; return that status."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            current = self.status()
-            if current in _status.TERMINAL:
-                return current
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"Job {self.job_id} is still {current} after {timeout} s.")
-            time.sleep(poll)
+        """Block until the job reaches DONE, ERROR or CANCELED; return that status.
+
+        Returns as soon as the server records the end (its event stream says so); ``poll`` is how often the
+        status is read instead where the stream cannot be opened."""
+        status = self._job_service.wait(self.job_id, timeout, poll)
+        if status is None:
+            raise TimeoutError(f"Job {self.job_id} is still {self.status()} after {timeout} s.")
+        return status
 
     def result(self, wait: bool = True, cadence: float = 30, verbose: bool = False, maxwait: int = 0) -> Any:
         """The value the program passed to ``save_result``, Qiskit objects decoded.
@@ -153,18 +151,13 @@ class Job:
         """
         if wait:
             count = 0
-            while not self.in_terminal_state() and (maxwait == 0 or count < maxwait):
+            while maxwait == 0 or count < maxwait:
                 count += 1
                 if verbose:
                     logging.info("Waiting for job result. (%d)", count)
-                self._sleep_until_change(cadence)
+                if self._job_service.wait(self.job_id, timeout=cadence, poll=min(0.2, cadence)) is not None:
+                    break
         if self.status() == _status.ERROR:
             raise QiskitServerlessException(self.error_message())
         return self._job_service.result(self.job_id)
 
-    def _sleep_until_change(self, cadence: float) -> None:
-        deadline = time.monotonic() + cadence
-        while time.monotonic() < deadline:
-            time.sleep(min(0.2, cadence))
-            if self.in_terminal_state():
-                return

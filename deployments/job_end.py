@@ -1,0 +1,140 @@
+"""Waiting for a job to end without asking its status over and over: Prefect's event stream says when.
+
+``Job.wait()`` and ``Job.result()`` used to read the job's flow run five times a second until it ended (~10 ms of
+the Prefect server's CPU per read here: a client waiting ten minutes cost the server 30 s of CPU). Instead, each
+client process keeps one subscription to the server's event stream (``/events/out``, Prefect's
+``PrefectEventSubscriber``) for the state events of flow runs entering a final state type (Completed, Failed,
+Crashed, Cancelled, and Cancelling, which reads as CANCELED) and wakes whoever waits for that run. The waiter then
+reads the status once to confirm it.
+
+An event can be missed (published before the subscription was open and not yet stored for its backfill, or the
+stream lost): waiters still read the status every ``check_every`` seconds, and where no stream can be opened
+they poll at their own interval, as before.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from typing import Callable, Optional
+
+# The state types whose event may end a wait (Cancelling reads as CANCELED: flows.status).
+FINAL_STATE_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "CANCELLING")
+# With a stream open, the status is still read this often (seconds): a missed event costs at most this much.
+CHECK_EVERY = 5.0
+# How long a first wait gives the stream to open before it reads the status (seconds).
+CONNECT_WAIT = 2.0
+
+
+class _Watcher:
+    """One subscription of this process to one server's stream, in a thread of its own; wakes waiters by run id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[threading.Event]] = {}
+        self.connected = threading.Event()
+        self.dead = threading.Event()
+        self.died_at = 0.0
+        # Runs in the caller's Prefect settings (API URL and credentials) though in another thread.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._main,), name="qsflow-job-ends", daemon=True)
+        self._thread.start()
+
+    def register(self, job_id: str) -> threading.Event:
+        woken = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append(woken)
+        return woken
+
+    def unregister(self, job_id: str, woken: threading.Event) -> None:
+        with self._lock:
+            waiting = self._waiters.get(job_id, [])
+            if woken in waiting:
+                waiting.remove(woken)
+            if not waiting:
+                self._waiters.pop(job_id, None)
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            for woken in self._waiters.get(job_id, []):
+                woken.set()
+
+    def _main(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run(self._follow())
+        except Exception:  # noqa: BLE001 - no stream: waiters poll; a later wait opens a new one
+            pass
+        finally:
+            self.died_at = time.monotonic()
+            self.dead.set()
+            with self._lock:
+                for waiting in self._waiters.values():
+                    for woken in waiting:
+                        woken.set()  # let them notice and poll
+
+    async def _follow(self) -> None:
+        from prefect.events.clients import PrefectEventSubscriber
+        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+        from prefect.events.schemas.events import ResourceSpecification
+
+        final = EventFilter(
+            event=EventNameFilter(prefix=["prefect.flow-run."]),
+            resource=EventResourceFilter(labels=ResourceSpecification({"prefect.state-type": list(FINAL_STATE_TYPES)})),
+        )
+        async with PrefectEventSubscriber(filter=final, reconnection_attempts=3) as events:
+            self.connected.set()
+            async for event in events:
+                self._wake(event.resource.id.removeprefix("prefect.flow-run."))
+
+
+_watchers: dict[str, _Watcher] = {}
+_watchers_lock = threading.Lock()
+# After a stream was lost or could not be opened, waiters poll this long before a new one is tried (seconds).
+RETRY_AFTER = 30.0
+
+
+def _watcher() -> _Watcher:
+    """This process's watcher for the server the current Prefect settings point at: a new one if there is none, or
+    if the last one died over RETRY_AFTER seconds ago."""
+    from prefect.settings import PREFECT_API_URL
+
+    key = str(PREFECT_API_URL.value())
+    with _watchers_lock:
+        watcher = _watchers.get(key)
+        if watcher is None or (watcher.dead.is_set() and time.monotonic() - watcher.died_at > RETRY_AFTER):
+            watcher = _watchers[key] = _Watcher()
+    return watcher
+
+
+def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optional[float], poll: float,
+               check_every: float = CHECK_EVERY) -> Optional[str]:
+    """Call ``ended()`` (the job's final status, or None while it runs) when the job's final-state event arrives,
+    at least every ``check_every`` seconds, or every ``poll`` seconds while no event stream is open; return what
+    it returns once not None, or None after ``timeout`` seconds. Call in the Prefect settings of the job's server.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    watcher = _watcher()
+    woken = watcher.register(job_id)
+    try:
+        if not (watcher.connected.is_set() or watcher.dead.is_set()):
+            watcher.connected.wait(CONNECT_WAIT)  # its backfill holds an end from just before it opened
+        while True:
+            woken.clear()
+            status = ended()
+            if status is not None:
+                return status
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            streaming = watcher.connected.is_set() and not watcher.dead.is_set()
+            interval = check_every if streaming else poll
+            woken.wait(interval if left is None else min(interval, left))
+            current = _watcher()
+            if current is not watcher:  # the stream was lost and a new one is opening
+                watcher.unregister(job_id, woken)
+                watcher, woken = current, current.register(job_id)
+    finally:
+        watcher.unregister(job_id, woken)
