@@ -191,6 +191,19 @@ def _claim(flow_run: Any, program: str) -> None:
         client.update_flow_run(flow_run.id, tags=flow_run.tags)
 
 
+# job id -> the store its runner loaded: the job's completion/failure hook runs in the same process and reuses it
+# (a load is two API reads: the block and the filesystem block inside it).
+_stores: dict[str, Any] = {}
+
+
+def job_store(job_id: Any) -> Any:
+    """The store the runner of ``job_id`` loaded in this process (once), else the configured one."""
+    from blocks.storage import load_store
+
+    store = _stores.pop(str(job_id), None)
+    return store if store is not None else load_store()
+
+
 def job_user(flow_run: Any) -> str:
     """The user a job runs for: its ``qsflow-user:<name>`` tag, else the ``owner`` its schedule or
     trigger gave it, else the local user."""
@@ -228,7 +241,7 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     _claim(context.flow_run, program)
     set_job_state(job_id, status.INITIALIZING, program)
 
-    store = load_store()
+    store = _stores[job_id] = load_store()
     spec = read_spec(store, program, version)
     refusal = arguments_schema.refusal(spec.arguments_schema, arguments or {})
     if refusal is not None:  # a run created around the client (Prefect UI or API) with bad arguments

@@ -178,9 +178,9 @@ def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
         from tasks.task_runs import close_open_task_runs
 
         close_open_task_runs(flow_run.id, state)
-    from blocks.storage import load_store
+    from flows.runner import job_store
 
-    store = load_store()
+    store = job_store(flow_run.id)
     path = f"jobs/{flow_run.id}/result.json"
     job_usage.create_artifacts(flow_run.id, function, store.read_bytes(path) if store.exists(path) else None)
 
