@@ -31,3 +31,20 @@ def test_runner_runs_are_forked_from_the_warm_forkserver(client, prefect) -> Non
     states = [s.type.value for s in prefect.read_flow_run_states(UUID(first.job_id))]
     assert states[0] == "SCHEDULED" and "PENDING" in states and states[-1] == "COMPLETED", states
     assert states.count("RUNNING") >= 3  # Running, then INITIALIZING and RUNNING (qsflow's names)
+
+
+def test_a_scheduled_run_is_not_polled_for_while_this_workers_runs_fill_the_pools_limit() -> None:
+    """Only the worker's own runs count: with other workers' runs on the pool it still polls (never one too few)."""
+    from prefect.client.schemas.objects import WorkPool
+
+    from deployments.warm_worker import WarmProcessWorker
+
+    worker = WarmProcessWorker(work_pool_name="qsflow")
+    assert not worker._pool_filled_here()  # the pool not read yet
+    worker._work_pool = WorkPool(name="qsflow", type="process", concurrency_limit=2)
+    worker._active_runs = 1
+    assert not worker._pool_filled_here()
+    worker._active_runs = 2
+    assert worker._pool_filled_here()
+    worker._work_pool = WorkPool(name="qsflow", type="process")  # no limit
+    assert not worker._pool_filled_here()
