@@ -198,6 +198,11 @@ def register(client: SyncPrefectClient, store: QsflowStore, spec: ProgramSpec, w
     return spec
 
 
+# A deployment's tag naming its function; its runs carry it too, so Prefect's events about them name the function
+# (the server's status relay reads it there: deployments.status_relay).
+FUNCTION_TAG_PREFIX = "qsflow-function:"
+
+
 def deployment_name(full_title: str) -> str:
     """Prefect's ``flow/deployment`` name of a program's deployment."""
     name = full_title.replace("/", "--")
@@ -226,7 +231,7 @@ def _upsert_deployment(client: SyncPrefectClient, spec: ProgramSpec) -> None:
         parameters={"program": spec.full_title, "version": spec.version},
         parameter_openapi_schema=parameter_schema(run_program).model_dump_for_openapi(),
         enforce_parameter_schema=False,
-        tags=["qsflow"] + ([f"provider:{spec.provider}"] if spec.provider else [])
+        tags=["qsflow", f"{FUNCTION_TAG_PREFIX}{spec.full_title}"] + ([f"provider:{spec.provider}"] if spec.provider else [])
         + ([images.IMAGE_TAG] if spec.image else []),
         **pool,
     )

@@ -36,16 +36,32 @@ RELAYED_STATE_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _payload() -> str:
-    """The Jinja template the server renders into the POST body: a list holding one event."""
+    """The Jinja template the server renders into the POST body: a list holding one event.
+
+    Everything comes from the triggering event itself: the run's id from its resource, the function from the run's
+    ``qsflow-function:`` tag (else its flow's name, for deployments made before that tag), so the server renders it
+    without reading the flow run back over its own API (which a ``flow_run`` in the template would make it do)."""
+    from deployments.programs import FUNCTION_TAG_PREFIX
+
     state_type = 'event.resource["prefect.state-type"]'
     statuses = {t: status.to_job_status(t, None) for t in RELAYED_STATE_TYPES}
     prefixes = {t: FINAL_ID_PREFIXES[s] for t, s in statuses.items()}
     job_status = "{{ " + json.dumps(statuses) + "[" + state_type + "] }}"
     prefix = "{{ " + json.dumps(prefixes) + "[" + state_type + "] }}"
-    job = "{{ flow_run.id }}"
-    function = "{{ (flow_run.parameters.program or flow_run.name) | tojson }}"
-    return (
-        '[{"id": "' + prefix + "{{ (flow_run.id | string)[8:] }}" + '", '
+    run_id = len("prefect.flow-run.")
+    tag = "prefect.tag." + FUNCTION_TAG_PREFIX
+    names = (
+        "{%- set found = namespace(tagged=none, flow=none) -%}"
+        "{%- for related in event.related -%}"
+        "{%- if related.role == 'tag' and related.id.startswith('" + tag + "') -%}"
+        "{%- set found.tagged = related.id[" + str(len(tag)) + ":] -%}"
+        "{%- elif related.role == 'flow' -%}{%- set found.flow = related.name -%}{%- endif -%}"
+        "{%- endfor -%}"
+    )
+    job = "{{ event.resource.id[" + str(run_id) + ":] }}"
+    function = "{{ (found.tagged or found.flow) | tojson }}"
+    return names + (
+        '[{"id": "' + prefix + "{{ event.resource.id[" + str(run_id + 8) + ":] }}" + '", '
         '"occurred": "{{ event.occurred }}", "event": "' + STATUS_EVENT + '", '
         '"resource": {"prefect.resource.id": "prefect.flow-run.' + job + '", "qsflow.job": "' + job + '", '
         '"qsflow.function": ' + function + ', "qsflow.status": "' + job_status + '"}, '

@@ -173,3 +173,36 @@ def test_a_final_state_prefect_records_without_the_runner_is_relayed(sleepy_fn, 
     events = status_events(prefect, str(run.id), until=expected)
     assert [e.resource["qsflow.status"] for e in events] == [expected]
     assert events[0].resource["qsflow.function"] == "status-events-sleepy"
+
+
+@pytest.mark.parametrize("tags, expected", [
+    (["qsflow", "qsflow-function:acme/fn"], "acme/fn"),  # the function's tag, as every upload now gives it
+    (["qsflow"], "acme--fn"),  # a deployment made before that tag: the flow's name
+])
+def test_the_relay_reads_everything_from_the_event_itself(tags, expected):
+    """The relay's template, rendered by Prefect's own renderer from a flow-run state event alone (the server passes
+    it nothing else: no flow run is read back)."""
+    import asyncio
+    import json
+    import uuid
+
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.server.utilities.user_templates import matching_types_in_templates, render_user_template
+
+    from deployments import status_relay
+
+    run_id = str(uuid.uuid4())
+    related = [{"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}", "prefect.resource.role": "flow",
+                "prefect.resource.name": "acme--fn"}]
+    related += [{"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"} for tag in tags]
+    event = ReceivedEvent(occurred="2026-11-26T12:00:00Z", event="prefect.flow-run.Completed",
+                          resource={"prefect.resource.id": f"prefect.flow-run.{run_id}",
+                                    "prefect.state-type": "COMPLETED"},
+                          related=related, id=uuid.uuid4())
+    template = status_relay._payload()
+    assert matching_types_in_templates([template], {"flow_run", "flow", "deployment"}) == []
+    [relayed] = json.loads(asyncio.run(render_user_template(template, {"event": event})))
+    assert relayed["id"] == "d0e0d0e0" + run_id[8:]
+    assert relayed["resource"] == {"prefect.resource.id": f"prefect.flow-run.{run_id}", "qsflow.job": run_id,
+                                   "qsflow.function": expected, "qsflow.status": "DONE"}
+    assert relayed["payload"] == {"job_id": run_id, "function": expected, "status": "DONE"}
