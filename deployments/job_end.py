@@ -35,6 +35,7 @@ class _Watcher:
         self._waiters: dict[str, list[threading.Event]] = {}
         self.connected = threading.Event()
         self.dead = threading.Event()
+        self.settled = threading.Event()  # connected or dead, whichever came first
         self.died_at = 0.0
         # Runs in the caller's Prefect settings (API URL and credentials) though in another thread.
         context = contextvars.copy_context()
@@ -70,6 +71,7 @@ class _Watcher:
         finally:
             self.died_at = time.monotonic()
             self.dead.set()
+            self.settled.set()
             with self._lock:
                 for waiting in self._waiters.values():
                     for woken in waiting:
@@ -86,6 +88,7 @@ class _Watcher:
         )
         async with PrefectEventSubscriber(filter=final, reconnection_attempts=3) as events:
             self.connected.set()
+            self.settled.set()
             async for event in events:
                 self._wake(event.resource.id.removeprefix("prefect.flow-run."))
 
@@ -119,8 +122,7 @@ def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optiona
     watcher = _watcher()
     woken = watcher.register(job_id)
     try:
-        if not (watcher.connected.is_set() or watcher.dead.is_set()):
-            watcher.connected.wait(CONNECT_WAIT)  # its backfill holds an end from just before it opened
+        watcher.settled.wait(CONNECT_WAIT)  # once open, its backfill holds an end from just before it opened
         while True:
             woken.clear()
             status = ended()
