@@ -19,8 +19,11 @@ import threading
 import time
 from typing import Callable, Optional
 
-# The state types whose event may end a wait (Cancelling reads as CANCELED: flows.status).
-FINAL_STATE_TYPES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "CANCELLING")
+from flows import status
+
+# The state types whose event may end a wait: those that read as DONE, ERROR or CANCELED in the one status map
+# (Cancelling too: it reads as CANCELED).
+FINAL_STATE_TYPES = tuple(t for job_status in sorted(status.TERMINAL) for t in status.state_filter(job_status)[0])
 # With a stream open, the status is still read this often (seconds): a missed event costs at most this much.
 CHECK_EVERY = 5.0
 # How long a first wait gives the stream to open before it reads the status (seconds).
