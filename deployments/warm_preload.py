@@ -25,28 +25,9 @@ from deployments.connection import share_tls_contexts
 
 share_tls_contexts()
 
+from deployments.prefect_models import build_deferred_models
 
-def _build_deferred_models() -> None:
-    """Prefect's pydantic models build their validators on first use (``defer_build``): ~270 of them loaded here,
-    and each job's first ``FlowRun``, ``State`` ... paid that build again in its own process (py-spy: ~50 ms a job
-    under load for ``read_flow_run`` alone). Built once here instead (~75 ms, once)."""
-    import contextlib
-    import inspect
-    import sys
-
-    import pydantic
-
-    for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith("prefect."):
-            continue
-        for value in list(vars(module).values()):
-            if (inspect.isclass(value) and issubclass(value, pydantic.BaseModel) and value.__module__ == name
-                    and not value.__pydantic_complete__):
-                with contextlib.suppress(Exception):
-                    value.model_rebuild()
-
-
-_build_deferred_models()
+build_deferred_models()
 
 
 def _run_settings_variables() -> dict[str, str]:
