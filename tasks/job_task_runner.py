@@ -91,7 +91,7 @@ class JobRayTaskRunner(RayTaskRunner):
         """The current Prefect context, serialized and stored once per set of active tags."""
         tags_context = TagsContext.get()
         tags = tuple(sorted(tags_context.current_tags)) if tags_context else ()
-        return self._stored(self._contexts, tags, None, serialize_context)
+        return self._stored(self._contexts, tags, None, _serialized_context)
 
     def _shared_task(self, task: Task[Any, Any]) -> tuple[str, Any]:
         """``task``, stored once: a worker unpickles each task once, so module-level state of a function shipped by
@@ -147,6 +147,24 @@ class JobRayTaskRunner(RayTaskRunner):
         return PrefectRayFuture(task_run_id=task_run_id, wrapped_future=object_ref)
 
 
+TAG_LIMITS_KEY = "qsflow_tag_limits"
+
+
+def _serialized_context() -> dict[str, Any]:
+    """Prefect's context to ship, plus the server's tag concurrency limits read once here (with when), so that each
+    worker starts from them instead of asking the server before its first task."""
+    serialized = serialize_context()
+    from prefect.client.orchestration import SyncPrefectClient
+
+    client = getattr(FlowRunContext.get(), "client", None)
+    if isinstance(client, SyncPrefectClient):  # a job's program (tasks.prefect_ray_engine)
+        try:
+            serialized[TAG_LIMITS_KEY] = (_TagLimits.read(client), time.time())
+        except Exception:  # noqa: BLE001 - each worker then reads them itself, as without a seed
+            pass
+    return serialized
+
+
 # --- in the Ray worker -------------------------------------------------------------------------------------------
 
 _hydrated: dict[str, list[Any]] = {}
@@ -166,6 +184,9 @@ def _hydrate(key: str, context_ref: Any) -> list[Any]:
         contexts = _hydrated.get(key)
         if contexts is None:
             serialized = dict(ray.get(context_ref))
+            limits = serialized.pop(TAG_LIMITS_KEY, None)
+            if limits is not None:
+                _tag_limits.seed(*limits)
             stack = contextlib.ExitStack()
             settings = serialized.pop("settings_context", None)
             if settings:
@@ -197,15 +218,25 @@ class _TagLimits:
         if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
             with self._lock:
                 if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
-                    self._names = frozenset(self._read())
+                    self._names = frozenset(self.read())
                     self._read_at = time.monotonic()
         return any(name in self._names for name in names)
 
+    def seed(self, names: list[str], read_at: float) -> None:
+        """Start from ``names``, read by the job's program at ``read_at`` (wall clock); kept until the TTL from
+        then, unless this worker read newer ones itself."""
+        age = max(0.0, time.time() - read_at)
+        with self._lock:
+            if time.monotonic() - age > self._read_at:
+                self._names, self._read_at = frozenset(names), time.monotonic() - age
+
     @staticmethod
-    def _read() -> list[str]:
+    def read(client: Any = None) -> list[str]:
+        """The names of the server's concurrency limits (tag limits are named ``tag:<tag>``), read with ``client``
+        (the program's flow-run client), else the worker's open one (its ``SyncClientContext`` is current)."""
         from prefect.client.orchestration import get_client
 
-        client = get_client(sync_client=True)  # the worker's open client (its SyncClientContext is current)
+        client = client or get_client(sync_client=True)
         names: list[str] = []
         while True:
             page = client.read_global_concurrency_limits(limit=200, offset=len(names))
