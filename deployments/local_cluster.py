@@ -272,8 +272,8 @@ def _stop_all(state: dict) -> None:
     ray = state.get("ray", {})
     terminate_group(ray.get("node_pid"), grace=10.0)
     terminate_group(ray.get("head_pid"), grace=3.0)  # Ray drains for up to 30 s on SIGTERM
-    for temp_dir in ray.get("temp_dirs", []):
-        ray_cluster.kill_session(temp_dir)
+    for temp_dir, leader in zip(ray.get("temp_dirs", []), (ray.get("head_pid"), ray.get("node_pid"))):
+        ray_cluster.kill_session(temp_dir, leader)
     terminate_group(state.get("s3", {}).get("pid"), grace=5.0)
     postgres.stop(state.get("postgres", {}).get("pid"))
     if state.get("dir"):

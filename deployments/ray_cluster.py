@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from deployments import ray_warm_workers
 from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
 from deployments.settings import home
 
@@ -109,6 +110,8 @@ def head_env() -> dict[str, str]:
     # of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew (~1.5 s of
     # CPU). Idle workers are kept 10 s; a job's workers still end with the job.
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
+    for key, value in ray_warm_workers.head_env(_num_cpus()).items():
+        env.setdefault(key, value)
     env.pop("RAY_ADDRESS", None)
     env.update(LOOPBACK_ENV)
     return env
@@ -121,10 +124,17 @@ def local_head_status() -> dict:
     return {**state, "running": running}
 
 
-def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[int] = None) -> list[str]:
+def _num_cpus() -> int:
+    """CPUs of the local head: ``QSFLOW_RAY_NUM_CPUS``, else all cores."""
+    return int(os.environ.get(NUM_CPUS_ENV) or os.cpu_count() or 1)
+
+
+def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[int] = None,
+                 node_manager_port: Optional[int] = None) -> list[str]:
     """``ray start --head --block`` on 127.0.0.1:``port`` (temp dir: this home's local head's unless given;
-    CPUs: ``num_cpus``, else ``QSFLOW_RAY_NUM_CPUS``, else all cores)."""
-    num_cpus = str(num_cpus or os.environ.get(NUM_CPUS_ENV) or os.cpu_count() or 1)
+    CPUs: ``num_cpus``, else ``QSFLOW_RAY_NUM_CPUS``, else all cores; the raylet's port: ``node_manager_port``,
+    else any)."""
+    num_cpus = str(num_cpus or _num_cpus())
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -137,6 +147,8 @@ def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[
         "--object-store-memory", os.environ.get(OBJECT_STORE_ENV) or str(512 * 1024 * 1024),
         "--temp-dir", str(temp_dir or _temp_dir()),
     ]
+    if node_manager_port:
+        command += ["--node-manager-port", str(node_manager_port)]
     resources = os.environ.get(RESOURCES_ENV)
     if resources:
         try:
@@ -151,16 +163,16 @@ def head_command(port: int, temp_dir: Optional[Path] = None, num_cpus: Optional[
 
 def _spawn_head() -> dict:
     """Start ``ray start --head --block`` detached and record it; does not wait for it to be ready."""
-    port = free_port()
+    port, node_manager_port, num_cpus = free_port(), free_port(), _num_cpus()
     log_path = _log_file()
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            head_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            head_command(port, num_cpus=num_cpus, node_manager_port=node_manager_port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=head_env(), start_new_session=True, cwd=str(home()),
         )
-    state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid,
-             "temp_dir": str(_temp_dir()), "log_offset": offset}
+    state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid, "num_cpus": num_cpus,
+             "node_manager_port": node_manager_port, "temp_dir": str(_temp_dir()), "log_offset": offset}
     write_state(_state_file(), state)
     return state
 
@@ -261,24 +273,30 @@ def address(start: bool = True) -> Optional[str]:
     return state["address"] if state["running"] else None
 
 
-def kill_session(temp_dir: Optional[str]) -> None:
+def kill_session(temp_dir: Optional[str], session: Optional[int] = None) -> None:
     """SIGKILL every process left of the Ray session under ``temp_dir`` (see :func:`session_pids`)."""
-    for pid in session_pids(temp_dir):
+    for pid in session_pids(temp_dir, session):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def session_pids(temp_dir: Optional[str]) -> list[int]:
-    """Processes still running from a head's session (workers sit in their own process groups)."""
+def session_pids(temp_dir: Optional[str], session: Optional[int] = None) -> list[int]:
+    """Processes still running from a head's session (workers sit in their own process groups): their command
+    line names ``temp_dir``, or they are in the Unix session ``session`` (the head's pid, its session leader).
+    A worker renames itself (``ray::IDLE``) once it joined: one still importing as the head stops is found by
+    its session alone."""
     if not temp_dir:
         return []
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] in ("Z", "X"):
+                continue  # killed already, not yet reaped
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if temp_dir in cmdline:
+            if temp_dir in cmdline or (session is not None and int(stat[3]) == session):
                 pids.append(int(proc.name))
     return pids
 
@@ -286,7 +304,7 @@ def session_pids(temp_dir: Optional[str]) -> list[int]:
 def _cleanup(state: dict) -> None:
     # Ray drains for up to 30 s on SIGTERM; a local head holds nothing worth waiting that long for.
     terminate_group(state.get("pid"), grace=3.0)
-    kill_session(state.get("temp_dir"))
+    kill_session(state.get("temp_dir"), state.get("pid"))
     if state.get("temp_dir"):
         shutil.rmtree(state["temp_dir"], ignore_errors=True)
     _state_file().unlink(missing_ok=True)
