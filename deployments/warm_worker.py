@@ -35,6 +35,8 @@ from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from deployments import ray_warm_workers
+
 RUNNER_ENTRYPOINT = "flows.runner:run_program"
 # Imported once by the forkserver; every run forked from it starts with them loaded.
 PRELOAD = ["deployments.warm_preload", "deployments.warm_worker"]
@@ -164,6 +166,8 @@ class WarmProcessWorker(ProcessWorker):
         whenever one of this worker's runs exits and frees a slot of it, so a job does not wait for the next poll
         (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
         self._slot_freed = anyio.Event()
+        # Idle Ray workers with Prefect loaded, ready for the next job's first distributed tasks (module doc there).
+        self._ray_refiller = ray_warm_workers.Refiller().start()
         # One executor context (client, events emitter, control channel, cancellation observer) for all the
         # worker's runs, as Prefect's Runner keeps one: a context per run cost each job a client, two websockets
         # (events in, cancellations out) and a listening socket, on the worker and on the server.
@@ -175,6 +179,7 @@ class WarmProcessWorker(ProcessWorker):
                 await super().start(*args, **kwargs)
             finally:
                 group.cancel_scope.cancel()
+                self._ray_refiller.stop()
 
     async def _poll_on_scheduled_runs(self) -> None:
         from prefect.events.clients import get_events_subscriber
@@ -254,6 +259,9 @@ class WarmProcessWorker(ProcessWorker):
             return await self._run(flow_run, configuration, task_status)
         finally:
             self._active_runs -= 1
+            refiller = getattr(self, "_ray_refiller", None)
+            if refiller is not None:
+                refiller.wake()  # the run's Ray workers ended with its program
 
     async def _run(self, flow_run: Any, configuration: ProcessJobConfiguration,
                    task_status: Optional[anyio.abc.TaskStatus[int]] = None) -> ProcessWorkerResult:

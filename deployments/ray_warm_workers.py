@@ -1,0 +1,159 @@
+"""Warm Ray workers the local head keeps for the next job: started before it, with Prefect's task engine loaded.
+
+Ray's workers belong to one driver, and each job's program is a new driver, so every job used to start its own
+workers, each importing Ray and then Prefect's task engine at its first task (~1.5 s of CPU each here): a job's
+first batch of distributed tasks waited for that. Ray also starts workers that belong to no job yet: the raylet
+starts one per CPU when it starts, and more when asked (its ``PrestartWorkers`` call, with no job id); a job's
+task takes such an idle worker before starting one of its own. qsflow uses both:
+
+* the local head's workers import ``tasks.worker_preload`` (Prefect's task engine, qsflow's task runner and what
+  a job's first task would load besides) as they start (Ray's ``preload_python_modules`` setting), so a worker is
+  ready for a Prefect task run as soon as it is up;
+* the warm worker (``deployments.warm_worker``) keeps ``QSFLOW_RAY_WARM_WORKERS`` of those job-less workers idle
+  on the local head (default: two per CPU, at most 8, so a fan-out of ``cpu=0.5`` tasks finds one per slot). A
+  job's workers end with the job, so it refills the pool after each run's process exits, and checks it every
+  ``CHECK_S`` seconds (the head may start after the worker).
+
+The raylet starts at most one worker per CPU at a time and silently drops a prestart beyond that, so the pool is
+filled a CPU's worth at a time, each step waiting for the workers asked for to join. ``0`` turns both off: workers
+then start when a job first needs them and import Prefect at its first task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Optional
+
+from deployments.processes import home_lock
+
+WARM_WORKERS_ENV = "QSFLOW_RAY_WARM_WORKERS"
+PRELOAD_MODULES = "tasks.worker_preload"  # what a Ray worker runs a distributed task with, loaded
+KEEP_ALIVE_S = 24 * 3600  # Ray stops idle workers above one per CPU; these are kept this long
+JOIN_TIMEOUT_S = 30.0  # a step waits this long at most for its workers to join
+CHECK_S = 30.0
+_logger = logging.getLogger("qsflow.ray")
+
+
+def target(num_cpus: int) -> int:
+    """How many idle, job-less workers a head with ``num_cpus`` CPUs keeps (``QSFLOW_RAY_WARM_WORKERS``)."""
+    value = os.environ.get(WARM_WORKERS_ENV)
+    if value is None or value.strip() == "":
+        return min(2 * num_cpus, 8)
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{WARM_WORKERS_ENV}={value!r} is not a whole number; set it like 4 (0 turns the pool off).")
+    if count < 0:
+        raise ValueError(f"{WARM_WORKERS_ENV}={value!r} is negative; set 0 to turn the pool off.")
+    return count
+
+
+def head_env(num_cpus: int) -> dict[str, str]:
+    """Environment the local head starts with: its workers import the task runner as they start."""
+    return {"RAY_preload_python_modules": PRELOAD_MODULES} if target(num_cpus) > 0 else {}
+
+
+def fill(state: Optional[dict] = None, join_timeout: float = JOIN_TIMEOUT_S) -> int:
+    """Bring the local head's pool of idle job-less workers up to :func:`target`; return how many were started.
+
+    ``state``: the local head's recorded state (default: read it). A no-op when no local head of this home runs,
+    when it predates the pool (no raylet port recorded), or when the pool is full. Blocks while workers start.
+    """
+    from deployments import ray_cluster
+
+    state = ray_cluster.local_head_status() if state is None else state
+    port, num_cpus = state.get("node_manager_port"), state.get("num_cpus")
+    if not (state.get("running") and port and num_cpus):
+        return 0
+    wanted, started = target(int(num_cpus)), 0
+    with home_lock("ray-warm.lock"):  # one filler at a time per home
+        for _ in range(wanted + 1):
+            idle = idle_jobless_workers(port)
+            missing = wanted - idle
+            if missing <= 0:
+                break
+            batch = min(missing, int(num_cpus))
+            _prestart(port, batch)
+            deadline = time.monotonic() + join_timeout
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                now = idle_jobless_workers(port)
+                if now >= idle + batch or now < idle:  # joined, or a job took some meanwhile: look again
+                    break
+            started += batch
+    return started
+
+
+class Refiller:
+    """A thread that keeps the pool full: after each :meth:`wake` and every ``CHECK_S`` seconds."""
+
+    def __init__(self, period: float = CHECK_S) -> None:
+        self.period = period
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="qsflow-ray-warm-workers", daemon=True)
+
+    def start(self) -> "Refiller":
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """A job's run ended (its Ray workers with it): refill now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        wait = min(5.0, self.period)  # a head started with the server is up within seconds
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            wait = self.period
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                fill()
+            except Exception as exc:  # noqa: BLE001 - a missing warm worker costs a slower first batch only
+                _logger.debug("Could not refill the warm Ray workers: %s", exc)
+
+
+def _stub(port: int):  # noqa: ANN202 - Ray's generated gRPC stub
+    import grpc
+    from ray.core.generated import node_manager_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return channel, node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+
+
+def idle_jobless_workers(port: int) -> int:
+    """How many Python task workers of the raylet at ``127.0.0.1:port`` belong to no job yet (idle by definition)."""
+    return len(jobless_worker_pids(port))
+
+
+def jobless_worker_pids(port: int) -> list[int]:
+    """The pids of the Python task workers of the raylet at ``127.0.0.1:port`` that belong to no job yet."""
+    from ray.core.generated import common_pb2, node_manager_pb2
+
+    channel, stub = _stub(port)
+    with contextlib.closing(channel):
+        reply = stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(include_memory_info=False), timeout=5)
+    nil_job = b"\xff" * 4
+    return [worker.pid for worker in reply.core_workers_stats
+            if worker.worker_type == common_pb2.WorkerType.WORKER and worker.job_id == nil_job
+            and worker.language == common_pb2.Language.PYTHON]
+
+
+def _prestart(port: int, count: int) -> None:
+    """Have the raylet start ``count`` job-less Python workers, kept idle for ``KEEP_ALIVE_S``."""
+    from ray.core.generated import common_pb2, node_manager_pb2
+
+    channel, stub = _stub(port)
+    with contextlib.closing(channel):
+        stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.Language.PYTHON, num_workers=count, keep_alive_duration_secs=KEEP_ALIVE_S), timeout=5)

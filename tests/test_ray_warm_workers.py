@@ -1,0 +1,115 @@
+"""The local head's pool of warm Ray workers (deployments.ray_warm_workers), on a real local head: job-less
+workers with Prefect's task engine loaded, taken by the next driver's tasks, refilled after it, and gone with the
+head. Each driver here is a subprocess, as a job's program is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments import ray_cluster, ray_warm_workers
+
+POOL = 3
+ROOT = Path(__file__).resolve().parent.parent
+
+DRIVER = """
+import json, os, sys, time
+import ray
+ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
+
+@ray.remote(num_cpus=0.5)
+def where():
+    loaded = [name for name in ("tasks.worker_preload", "prefect.task_engine", "prefect.main") if name in sys.modules]
+    time.sleep(1.5)  # the three run at once, each on its own worker
+    return os.getpid(), loaded
+
+print(json.dumps(ray.get([where.remote() for _ in range(3)])))
+"""
+
+
+@pytest.fixture(scope="module")
+def head():
+    saved = {key: os.environ.get(key) for key in ("QSFLOW_RAY_NUM_CPUS", ray_warm_workers.WARM_WORKERS_ENV)}
+    os.environ.update({"QSFLOW_RAY_NUM_CPUS": "2", ray_warm_workers.WARM_WORKERS_ENV: str(POOL)})
+    ray_cluster.stop()  # a head started earlier in the session may predate these settings
+    try:
+        ray_cluster.ensure_local_head()
+        yield ray_cluster.local_head_status()
+    finally:
+        ray_cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_driver(address: str) -> list[tuple[int, list[str]]]:
+    env = {**os.environ, "RAY_ADDRESS": address, **ray_cluster.driver_env(address)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [tuple(row) for row in json.loads(out.stdout.strip().splitlines()[-1])]
+
+
+def _wait_for_pool(port: int, count: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = ray_warm_workers.jobless_worker_pids(port)
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.2)
+
+
+def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_refilled_after_it(head):
+    port = head["node_manager_port"]
+    ray_warm_workers.fill()
+    pool = ray_warm_workers.jobless_worker_pids(port)
+    assert len(pool) == POOL  # the raylet's own one per CPU, topped up to the target
+
+    ran = _run_driver(head["address"])
+    assert {pid for pid, _ in ran} <= set(pool), (ran, pool)
+    assert all(loaded == ["tasks.worker_preload", "prefect.task_engine", "prefect.main"] for _, loaded in ran), ran
+
+    # The driver's workers ended with it; a refill (what the warm worker does after each run) brings new ones.
+    refiller = ray_warm_workers.Refiller(period=3600).start()
+    try:
+        refiller.wake()
+        refilled = _wait_for_pool(port, POOL)
+    finally:
+        refiller.stop()
+    assert len(refilled) == POOL and not set(refilled) & {pid for pid, _ in ran}, (refilled, ran)
+    assert ray_warm_workers.fill() == 0  # full: nothing more is started
+
+
+def test_stopping_the_head_leaves_no_worker_even_one_still_loading(head):
+    port = head["node_manager_port"]
+    ray_warm_workers._prestart(port, 2)  # these join, then import Prefect while the head stops
+    _wait_for_pool(port, POOL + 2)
+    ray_cluster.stop()
+    deadline = time.monotonic() + 2.0  # SIGKILLed processes take a moment to be torn down
+    while (left := ray_cluster.session_pids(head["temp_dir"], head["pid"])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], left
+
+
+@pytest.mark.parametrize("value, message", [("four", "not a whole number"), ("-1", "negative")])
+def test_a_wrong_pool_size_names_the_fix(monkeypatch, value, message):
+    monkeypatch.setenv(ray_warm_workers.WARM_WORKERS_ENV, value)
+    with pytest.raises(ValueError, match=message) as error:
+        ray_warm_workers.target(2)
+    assert "0 turns the pool off" in str(error.value) or "set 0" in str(error.value)
+
+
+def test_zero_turns_off_the_pool_and_the_preload(monkeypatch):
+    monkeypatch.setenv(ray_warm_workers.WARM_WORKERS_ENV, "0")
+    assert ray_warm_workers.target(8) == 0 and ray_warm_workers.head_env(8) == {}
+    monkeypatch.delenv(ray_warm_workers.WARM_WORKERS_ENV)
+    assert ray_warm_workers.target(2) == 4 and ray_warm_workers.target(16) == 8
+    assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload"}
