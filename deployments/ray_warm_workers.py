@@ -53,8 +53,14 @@ def target(num_cpus: int) -> int:
 
 
 def head_env(num_cpus: int) -> dict[str, str]:
-    """Environment the local head starts with: its workers import the task runner as they start."""
-    return {"RAY_preload_python_modules": PRELOAD_MODULES} if target(num_cpus) > 0 else {}
+    """Environment the local head starts with: its workers import the task runner as they start, and the raylet
+    stops idle workers only above the pool plus one per CPU (Ray's soft limit is one per CPU: it stopped idle
+    workers of the pool, and a stop racing a task that had just been given to that worker ended the task with
+    ``SystemExit``)."""
+    wanted = target(num_cpus)
+    if wanted == 0:
+        return {}
+    return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": str(wanted + num_cpus)}
 
 
 def fill(state: Optional[dict] = None, join_timeout: float = JOIN_TIMEOUT_S) -> int:

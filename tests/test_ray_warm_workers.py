@@ -35,19 +35,15 @@ print(json.dumps(ray.get([where.remote() for _ in range(3)])))
 
 @pytest.fixture(scope="module")
 def head():
-    saved = {key: os.environ.get(key) for key in ("QSFLOW_RAY_NUM_CPUS", ray_warm_workers.WARM_WORKERS_ENV)}
-    os.environ.update({"QSFLOW_RAY_NUM_CPUS": "2", ray_warm_workers.WARM_WORKERS_ENV: str(POOL)})
-    ray_cluster.stop()  # a head started earlier in the session may predate these settings
-    try:
-        ray_cluster.ensure_local_head()
-        yield ray_cluster.local_head_status()
-    finally:
-        ray_cluster.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QSFLOW_RAY_NUM_CPUS", "2")
+        patch.setenv(ray_warm_workers.WARM_WORKERS_ENV, str(POOL))
+        ray_cluster.stop()  # a head started earlier in the session may predate these settings
+        try:
+            ray_cluster.ensure_local_head()
+            yield ray_cluster.local_head_status()
+        finally:
+            ray_cluster.stop()
 
 
 def _run_driver(address: str) -> list[tuple[int, list[str]]]:
@@ -112,4 +108,5 @@ def test_zero_turns_off_the_pool_and_the_preload(monkeypatch):
     assert ray_warm_workers.target(8) == 0 and ray_warm_workers.head_env(8) == {}
     monkeypatch.delenv(ray_warm_workers.WARM_WORKERS_ENV)
     assert ray_warm_workers.target(2) == 4 and ray_warm_workers.target(16) == 8
-    assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload"}
+    assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload",
+                                            "RAY_num_workers_soft_limit": "6"}

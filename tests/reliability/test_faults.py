@@ -124,7 +124,9 @@ def test_stop_while_distributed_tasks_run(client, prefect, ray_head, tmp_path):
         tasks = list_tasks(address=ray_head["address"], filters=[("name", "=", "linger")], limit=100)
         return [t for t in tasks if t.state not in ("FINISHED", "FAILED")]
 
-    assert len(lingering()) == 2
+    # Ray's state API lists a task from the events its workers send every second: on a warm worker the task (and
+    # its pid file) starts sooner than that.
+    _wait(lambda: len(lingering()) == 2, "Ray's state API to list both tasks", deadline=30)
 
     job.stop()
     assert job.wait(timeout=DEADLINE) == "CANCELED"
