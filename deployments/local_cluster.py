@@ -183,7 +183,7 @@ def _start_ray(base: Path, cpus: int, timeout: float) -> dict:
     head_dir, node_dir = base / "rh", base / "rn"  # Ray's socket paths must stay short
     port = free_port()
     head_log, node_log = base / "ray-head.log", base / "ray-node.log"
-    env = ray_cluster.head_env()
+    env = ray_cluster.head_env(cpus)
     env.pop(ray_cluster.RESOURCES_ENV, None)
     head_pid = _spawn(ray_cluster.head_command(port, temp_dir=head_dir, num_cpus=cpus), head_log, env, base)
     ray = {"address": f"127.0.0.1:{port}", "head_pid": head_pid, "temp_dirs": [str(head_dir), str(node_dir)]}

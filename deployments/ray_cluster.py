@@ -96,8 +96,9 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def head_env() -> dict[str, str]:
-    """Environment of the head and so of its workers: qsflow and the ``qiskit_serverless`` alias importable."""
+def head_env(num_cpus: Optional[int] = None) -> dict[str, str]:
+    """Environment of a head with ``num_cpus`` CPUs (default: the local head's) and so of its workers: qsflow and the
+    ``qiskit_serverless`` alias importable, the warm workers' settings."""
     env = dict(os.environ)
     paths = [str(_ALIAS_DIR), str(_QSFLOW_ROOT)]
     if env.get("PYTHONPATH"):
@@ -110,7 +111,7 @@ def head_env() -> dict[str, str]:
     # of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew (~1.5 s of
     # CPU). Idle workers are kept 10 s; a job's workers still end with the job.
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
-    for key, value in ray_warm_workers.head_env(_num_cpus()).items():
+    for key, value in ray_warm_workers.head_env(num_cpus or _num_cpus()).items():
         env.setdefault(key, value)
     env.pop("RAY_ADDRESS", None)
     env.update(LOOPBACK_ENV)
@@ -168,8 +169,9 @@ def _spawn_head() -> dict:
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            head_command(port, num_cpus=num_cpus, node_manager_port=node_manager_port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=head_env(), start_new_session=True, cwd=str(home()),
+            head_command(port, num_cpus=num_cpus, node_manager_port=node_manager_port), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=head_env(num_cpus), start_new_session=True,
+            cwd=str(home()),
         )
     state = {"address": f"127.0.0.1:{port}", "port": port, "pid": process.pid, "num_cpus": num_cpus,
              "node_manager_port": node_manager_port, "temp_dir": str(_temp_dir()), "log_offset": offset}

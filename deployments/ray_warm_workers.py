@@ -26,13 +26,11 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
-
 from deployments.processes import home_lock
 
 WARM_WORKERS_ENV = "QSFLOW_RAY_WARM_WORKERS"
 PRELOAD_MODULES = "tasks.worker_preload"  # what a Ray worker runs a distributed task with, loaded
-KEEP_ALIVE_S = 24 * 3600  # Ray stops idle workers above one per CPU; these are kept this long
+KEEP_ALIVE_S = 24 * 3600  # prestarted workers are kept this long even above the raylet's idle-worker limit
 JOIN_TIMEOUT_S = 30.0  # a step waits this long at most for its workers to join
 CHECK_S = 30.0
 _logger = logging.getLogger("qsflow.ray")
@@ -63,15 +61,15 @@ def head_env(num_cpus: int) -> dict[str, str]:
     return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": str(wanted + num_cpus)}
 
 
-def fill(state: Optional[dict] = None, join_timeout: float = JOIN_TIMEOUT_S) -> int:
+def fill() -> int:
     """Bring the local head's pool of idle job-less workers up to :func:`target`; return how many were started.
 
-    ``state``: the local head's recorded state (default: read it). A no-op when no local head of this home runs,
-    when it predates the pool (no raylet port recorded), or when the pool is full. Blocks while workers start.
+    A no-op when no local head of this home runs, when it predates the pool (no raylet port recorded), or when the
+    pool is full. Blocks while workers start.
     """
     from deployments import ray_cluster
 
-    state = ray_cluster.local_head_status() if state is None else state
+    state = ray_cluster.local_head_status()
     port, num_cpus = state.get("node_manager_port"), state.get("num_cpus")
     if not (state.get("running") and port and num_cpus):
         return 0
@@ -84,7 +82,7 @@ def fill(state: Optional[dict] = None, join_timeout: float = JOIN_TIMEOUT_S) -> 
                 break
             batch = min(missing, int(num_cpus))
             _prestart(port, batch)
-            deadline = time.monotonic() + join_timeout
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
             while time.monotonic() < deadline:
                 time.sleep(0.25)
                 now = idle_jobless_workers(port)

@@ -11,8 +11,9 @@ worker right after the worker joins the raylet. A job's first distributed task o
   starlette's data structures, Arrow serializers), ~0.17 s;
 * Prefect's deferred pydantic models and one shared TLS context for its API clients.
 
-A worker that idles with all of it loaded before a job starts (the warm pool) runs that job's first task as fast
-as its later ones. Nothing here reads a job's settings: each task still runs in its job's own Prefect context.
+A worker that idles with all of it loaded before a job starts (the warm pool) pays only the job's own part at its
+first task: building the job's Prefect context once (settings, one API client, the flow run). Nothing here reads a
+job's settings: each task still runs in its job's own Prefect context.
 """
 
 import contextlib
