@@ -12,7 +12,7 @@ task takes such an idle worker before starting one of its own. qsflow uses both:
 * the warm worker (``deployments.warm_worker``) keeps ``QSFLOW_RAY_WARM_WORKERS`` of those job-less workers idle
   on the local head (default: two per CPU, at most 8, so a fan-out of ``cpu=0.5`` tasks finds one per slot). A
   job's workers end with the job, so it refills the pool after each run's process exits, and checks it every
-  ``CHECK_S`` seconds (the head may start after the worker).
+  ``CHECK_S`` seconds (every second until the head, which may start after the worker, is up).
 
 The raylet starts at most one worker per CPU at a time and silently drops a prestart beyond that, so the pool is
 filled a CPU's worth at a time, each step waiting for the workers asked for to join. ``0`` turns both off: workers
@@ -114,14 +114,19 @@ class Refiller:
         self._wake.set()
 
     def _loop(self) -> None:
-        wait = min(5.0, self.period)  # a head started with the server is up within seconds
+        from deployments import ray_cluster
+
+        begun, head_up = time.monotonic(), False
         while not self._stop.is_set():
-            self._wake.wait(wait)
-            wait = self.period
+            # The head starts with the server, in the background, maybe after this worker: until it is up (or its
+            # start timeout passed), look every second, so the pool is full by the first job that needs it.
+            soon = not head_up and time.monotonic() - begun < ray_cluster.START_TIMEOUT
+            self._wake.wait(1.0 if soon else self.period)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
+                head_up = head_up or bool(ray_cluster.local_head_status().get("running"))
                 fill()
             except Exception as exc:  # noqa: BLE001 - a missing warm worker costs a slower first batch only
                 _logger.debug("Could not refill the warm Ray workers: %s", exc)
