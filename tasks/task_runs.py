@@ -135,7 +135,12 @@ def recording(job_dir: Path, env: dict[str, str], flow_run_id: Any) -> Iterator[
 def close_open_task_runs(flow_run_id: Any, job_state: State) -> int:
     """End the task runs of a job that ended (``job_state``: Cancelling/Cancelled, Failed or Crashed) while they
     still ran: their Ray workers went with the program, so no one else will. Cancelled when the job was cancelled,
-    else Crashed; returns how many were closed."""
+    else Crashed; returns how many were closed.
+
+    A stopped job's task run may also have closed itself Crashed already: Ray ends a dead driver's busy workers
+    with SIGTERM, which Ray turns into ``SystemExit`` and Prefect's task engine into Crashed ("Execution was
+    aborted by Python system exit call"). Such a run, Crashed at or after the stop was asked for, is Cancelled
+    too: the job's stop ended it. A run that crashed before the stop keeps its Crashed."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -149,7 +154,7 @@ def close_open_task_runs(flow_run_id: Any, job_state: State) -> int:
 
     cancelled = job_state.type in (StateType.CANCELLING, StateType.CANCELLED)
     reason = f"The job ended {job_state.type.value.lower()} while this task ran; its Ray worker was stopped with it."
-    open_types = [StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED]
+    closing = [StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED] + ([StateType.CRASHED] if cancelled else [])
     flow_run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
     with get_client(sync_client=True) as client:
         lag = _recorder_lag()
@@ -160,12 +165,25 @@ def close_open_task_runs(flow_run_id: Any, job_state: State) -> int:
             time.sleep(lag)
         runs = client.read_task_runs(
             flow_run_filter=flow_run_filter,
-            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=open_types))),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=closing))),
         )
+        if cancelled and any(run.state_type == StateType.CRASHED for run in runs):
+            stopped_at = _stop_requested_at(client, flow_run_id, job_state)
+            runs = [run for run in runs if run.state_type != StateType.CRASHED
+                    or (run.state and run.state.timestamp and run.state.timestamp >= stopped_at)]
         for run in runs:
             client.set_task_run_state(run.id, Cancelled(message=reason) if cancelled else Crashed(message=reason),
                                       force=True)
     return len(runs)
+
+
+def _stop_requested_at(client: Any, flow_run_id: Any, job_state: State) -> dt.datetime:
+    """When the job's stop was asked for: its first Cancelling state, else ``job_state``'s own time."""
+    from prefect.client.schemas.objects import StateType
+
+    times = [s.timestamp for s in client.read_flow_run_states(UUID(str(flow_run_id)))
+             if s.type == StateType.CANCELLING and s.timestamp]
+    return min(times) if times else job_state.timestamp
 
 
 def _recorder_lag() -> float:

@@ -138,8 +138,15 @@ def test_stop_while_distributed_tasks_run(client, prefect, ray_head, tmp_path):
     def task_runs() -> list:
         return prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[job.job_id])))
 
-    _wait(lambda: len(task_runs()) == 2 and all(r.state_type.value == "CANCELLED" for r in task_runs()),
-          "the task runs to be closed Cancelled", deadline=120)
+    def closed_cancelled() -> bool:
+        runs = task_runs()
+        return len(runs) == 2 and all(r.state_type.value == "CANCELLED" for r in runs)
+
+    try:
+        _wait(closed_cancelled, "the task runs to be closed Cancelled", deadline=120)
+    except AssertionError as exc:
+        states = [(r.name, r.state_type.value, r.state.message if r.state else None) for r in task_runs()]
+        raise AssertionError(f"{exc}; the job's task runs: {states}") from None
     assert job.result() is None
     assert _final_statuses(prefect, job.job_id, until="CANCELED").count("CANCELED") == 1
 
