@@ -10,16 +10,19 @@ task takes such an idle worker before starting one of its own. qsflow uses both:
   a job's first task would load besides) as they start (Ray's ``preload_python_modules`` setting), so a worker is
   ready for a Prefect task run as soon as it is up;
 * the warm worker (``deployments.warm_worker``) keeps ``QSFLOW_RAY_WARM_WORKERS`` of those job-less workers idle
-  on the local head (two per CPU, at most 8, is a fan-out of ``cpu=0.5`` tasks' one per slot). A
+  on the local head (default: two per CPU, at most 8, so a fan-out of ``cpu=0.5`` tasks finds one per slot). A
   job's workers end with the job, so it refills the pool after each run's process exits, and checks it every
   ``CHECK_S`` seconds (every second until the head, which may start after the worker, is up).
 
 The raylet starts at most one worker per CPU at a time and silently drops a prestart beyond that, so the pool is
 filled a CPU's worth at a time, each step waiting for the workers asked for to join.
 
-Off by default (``0``, or unset: workers start when a job first needs them and import Prefect at its first task):
-with the pool on, a clean-clone CI run still saw a stopped job's distributed task run end Crashed instead of
-Cancelled (``test_stop_while_distributed_tasks_run``, 1 of 3 runs, after the idle-limit fix below), cause not found.
+``0`` turns both off: workers then start when a job first needs them and import Prefect at its first task.
+
+A stopped job's busy workers are ended by Ray with SIGTERM, which Prefect's task engine in them records as Crashed;
+the job's final hook turns those runs into Cancelled (``tasks.task_runs.close_open_task_runs``). Before it did, a
+run whose Crashed was recorded ahead of the hook stayed Crashed; CI saw that with the pool on, which was off by
+default until then.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def target(num_cpus: int) -> int:
     """How many idle, job-less workers a head with ``num_cpus`` CPUs keeps (``QSFLOW_RAY_WARM_WORKERS``)."""
     value = os.environ.get(WARM_WORKERS_ENV)
     if value is None or value.strip() == "":
-        return 0  # off until a stopped job's tasks always end Cancelled with it on (module doc)
+        return min(2 * num_cpus, 8)
     try:
         count = int(value)
     except ValueError:

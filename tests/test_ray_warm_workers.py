@@ -103,12 +103,10 @@ def test_a_wrong_pool_size_names_the_fix(monkeypatch, value, message):
     assert "0 turns the pool off" in str(error.value) or "set 0" in str(error.value)
 
 
-def test_the_pool_is_off_unless_asked_for_and_sized_as_asked(monkeypatch):
+def test_the_pool_is_two_per_cpu_by_default_and_zero_turns_it_and_the_preload_off(monkeypatch):
     monkeypatch.setenv(ray_warm_workers.WARM_WORKERS_ENV, "0")
     assert ray_warm_workers.target(8) == 0 and ray_warm_workers.head_env(8) == {}
     monkeypatch.delenv(ray_warm_workers.WARM_WORKERS_ENV)
-    assert ray_warm_workers.target(2) == 0 and ray_warm_workers.head_env(2) == {}
-    monkeypatch.setenv(ray_warm_workers.WARM_WORKERS_ENV, "4")
-    assert ray_warm_workers.target(2) == 4
+    assert ray_warm_workers.target(2) == 4 and ray_warm_workers.target(16) == 8
     assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload",
                                             "RAY_num_workers_soft_limit": "6"}
