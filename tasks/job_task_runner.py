@@ -21,6 +21,7 @@ limits every ``TAG_LIMITS_TTL`` seconds) instead of once per tagged task run.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -203,24 +204,63 @@ def _hydrate(key: str, context_ref: Any) -> list[Any]:
 
 
 TAG_LIMITS_TTL = 10.0  # seconds a worker trusts its list of the server's tag concurrency limits
+_logger = logging.getLogger("qsflow.tasks")
 
 
 class _TagLimits:
-    """Which tag-based concurrency limits the Prefect server has, re-read by this worker at most every
-    ``TAG_LIMITS_TTL`` seconds (one API call) instead of asked about for every task run."""
+    """Which tag-based concurrency limits the Prefect server has, as this worker last read them (one API call).
+
+    A worker starts from the list its job's program read (:meth:`seed`). Once that list is older than
+    ``TAG_LIMITS_TTL`` seconds the next task run starts one re-read in a background thread and goes on with the
+    list it has: a re-read in the task run itself waited for a server busy recording the job's task runs (py-spy:
+    a third of a warm worker's task-run time in a burst of 200 trivial tasks). A limit created while a job runs
+    thus applies to its tasks within ``TAG_LIMITS_TTL`` seconds and one read. Only a worker that has no list at all
+    (no seed) reads in the task run."""
 
     def __init__(self) -> None:
         self._names: frozenset[str] = frozenset()
         self._read_at = float("-inf")
+        self._refreshing = False
         self._lock = threading.Lock()
 
-    def any_of(self, names: list[str]) -> bool:
+    def any_of(self, names: list[str], client: Any = None) -> bool:
+        """Whether one of ``names`` has a limit, as last read (``client``: default, the worker's open one)."""
         if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
-            with self._lock:
-                if time.monotonic() - self._read_at > TAG_LIMITS_TTL:
-                    self._names = frozenset(self.read())
-                    self._read_at = time.monotonic()
+            if self._read_at == float("-inf"):
+                with self._lock:
+                    if self._read_at == float("-inf"):
+                        started = time.monotonic()
+                        self._names = frozenset(self.read(client))
+                        self._read_at = started
+            else:
+                self._refresh_in_background(client)
         return any(name in self._names for name in names)
+
+    def _refresh_in_background(self, client: Any) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+        from prefect.client.orchestration import get_client
+
+        client = client or get_client(sync_client=True)  # the worker's open client: its SyncClientContext is current
+        context = contextvars.copy_context()  # Prefect's settings for the thread
+        threading.Thread(target=context.run, args=(self._refresh, client), name="qsflow-tag-limits",
+                         daemon=True).start()
+
+    def _refresh(self, client: Any) -> None:
+        started = time.monotonic()
+        try:
+            names = frozenset(self.read(client))
+        except Exception as error:  # noqa: BLE001 - keep the list it has; the next TTL tries again
+            _logger.warning("Could not re-read the Prefect server's concurrency limits (kept the last list): %s",
+                            error)
+            names = None
+        with self._lock:
+            if names is not None:
+                self._names = names
+            self._read_at = max(self._read_at, started)
+            self._refreshing = False
 
     def seed(self, names: list[str], read_at: float) -> None:
         """Start from ``names``, read by the job's program at ``read_at`` (wall clock); kept until the TTL from
@@ -252,7 +292,7 @@ def _skip_unlimited_tags(acquire: Callable[..., Any]) -> Callable[..., Any]:
     """Prefect's task engine asks the server for a concurrency slot on every tag of every task run, limit or not:
     one round trip per task (~37 ms of server CPU here). This wraps that acquisition so it runs only when one of
     the tags has a limit; the limits themselves are Prefect's, and a limit created while a job runs applies to
-    its tasks within ``TAG_LIMITS_TTL`` seconds."""
+    its tasks within ``TAG_LIMITS_TTL`` seconds and one read (:class:`_TagLimits`)."""
 
     @contextlib.contextmanager
     def concurrency(names: Any, *args: Any, **kwargs: Any) -> Iterator[None]:
