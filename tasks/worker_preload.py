@@ -9,7 +9,7 @@ worker right after the worker joins the raylet. A job's first distributed task o
   logging setup and its model rebuilds, ~0.3 s;
 * what Ray's serialization context imports when a job's first object is read (pydantic's v1 field types,
   starlette's data structures, Arrow serializers), ~0.17 s;
-* Prefect's deferred pydantic models and one shared TLS context for its API clients.
+* Prefect's deferred pydantic models, one shared TLS context for its API clients and anyio's asyncio backend.
 
 A worker that idles with all of it loaded before a job starts (the warm pool) pays only the job's own part at its
 first task: building the job's Prefect context once (settings, one API client, the flow run). Nothing here reads a
@@ -37,6 +37,14 @@ def _load_ray_serialization_addons() -> None:
         import ray._private.arrow_serialization  # noqa: F401
 
 
+def _load_async_backend() -> None:
+    """anyio's asyncio backend, which anyio imports at the first async HTTP request (Prefect's events worker's, in
+    the first task run): ~0.1 s of a pool worker's CPU in its first batch (py-spy)."""
+    with contextlib.suppress(ImportError):
+        import anyio._backends._asyncio  # noqa: F401
+
+
 _load_ray_serialization_addons()
+_load_async_backend()
 share_tls_contexts()
 build_deferred_models()
