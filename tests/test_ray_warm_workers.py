@@ -27,7 +27,7 @@ ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
 def where():
     loaded = [name for name in ("tasks.worker_preload", "prefect.task_engine", "prefect.main") if name in sys.modules]
     time.sleep(1.5)  # the three run at once, each on its own worker
-    return os.getpid(), loaded
+    return os.getpid(), loaded, os.getpriority(os.PRIO_PROCESS, 0)
 
 print(json.dumps(ray.get([where.remote() for _ in range(3)])))
 """
@@ -46,7 +46,7 @@ def head():
             ray_cluster.stop()
 
 
-def _run_driver(address: str) -> list[tuple[int, list[str]]]:
+def _run_driver(address: str) -> list[tuple[int, list[str], int]]:
     env = {**os.environ, "RAY_ADDRESS": address, **ray_cluster.driver_env(address)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=120)
@@ -70,8 +70,10 @@ def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_re
     assert len(pool) == POOL  # the raylet's own one per CPU, topped up to the target
 
     ran = _run_driver(head["address"])
-    assert {pid for pid, _ in ran} <= set(pool), (ran, pool)
-    assert all(loaded == ["tasks.worker_preload", "prefect.task_engine", "prefect.main"] for _, loaded in ran), ran
+    assert {pid for pid, _, _ in ran} <= set(pool), (ran, pool)
+    assert all(loaded == ["tasks.worker_preload", "prefect.task_engine", "prefect.main"] for _, loaded, _ in ran), ran
+    # at the program's and the Prefect server's priority, not Ray's default nice 15 for workers
+    assert [nice for _, _, nice in ran] == [0, 0, 0], ran
 
     # The driver's workers ended with it; a refill (what the warm worker does after each run) brings new ones.
     refiller = ray_warm_workers.Refiller(period=3600).start()
@@ -80,7 +82,7 @@ def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_re
         refilled = _wait_for_pool(port, POOL)
     finally:
         refiller.stop()
-    assert len(refilled) == POOL and not set(refilled) & {pid for pid, _ in ran}, (refilled, ran)
+    assert len(refilled) == POOL and not set(refilled) & {pid for pid, _, _ in ran}, (refilled, ran)
     assert ray_warm_workers.fill() == 0  # full: nothing more is started
 
 
