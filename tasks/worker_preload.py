@@ -12,8 +12,8 @@ worker right after the worker joins the raylet. A job's first distributed task o
 * Prefect's deferred pydantic models, one shared TLS context for its API clients and anyio's asyncio backend.
 
 A worker that idles with all of it loaded before a job starts (the warm pool) pays only the job's own part at its
-first task: building the job's Prefect context once (settings, one API client, the flow run). Nothing here reads a
-job's settings: each task still runs in its job's own Prefect context.
+first task: entering the job's Prefect context once (its shipped settings, one API client, the flow run). Nothing
+here reads a job's settings: each task still runs in its job's own Prefect context.
 """
 
 import contextlib
