@@ -167,7 +167,7 @@ class WarmProcessWorker(ProcessWorker):
         (``PREFECT_WORKER_QUERY_SECONDS`` stays the fallback)."""
         self._slot_freed = anyio.Event()
         # Idle Ray workers with Prefect loaded, ready for the next job's first distributed tasks (module doc there).
-        self._ray_refiller = ray_warm_workers.Refiller().start()
+        self._ray_refiller = ray_warm_workers.Refiller(busy=lambda: self._active_runs > 0).start()
         # One executor context (client, events emitter, control channel, cancellation observer) for all the
         # worker's runs, as Prefect's Runner keeps one: a context per run cost each job a client, two websockets
         # (events in, cancellations out) and a listening socket, on the worker and on the server.

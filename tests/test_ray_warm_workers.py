@@ -86,6 +86,36 @@ def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_re
     assert ray_warm_workers.fill() == 0  # full: nothing more is started
 
 
+def test_the_refiller_starts_no_worker_while_a_job_runs(head):
+    port = head["node_manager_port"]
+    ray_warm_workers.fill()
+    _run_driver(head["address"])  # takes three of the pool; they end with it
+    short = len(ray_warm_workers.jobless_worker_pids(port))
+    assert short < POOL
+
+    consulted, running = [], [True]
+
+    def busy() -> bool:
+        consulted.append(running[0])
+        return running[0]
+
+    refiller = ray_warm_workers.Refiller(period=3600, busy=busy).start()
+    try:
+        for _ in range(2):  # the second wake is seen only once the first one was handled (and not filled)
+            refiller.wake()
+            deadline = time.monotonic() + 30
+            calls = len(consulted)
+            while len(consulted) == calls and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert consulted[:2] == [True, True], consulted
+        assert len(ray_warm_workers.jobless_worker_pids(port)) == short  # nothing started while busy
+        running[0] = False  # the last run ended: its wake refills
+        refiller.wake()
+        assert len(_wait_for_pool(port, POOL)) == POOL
+    finally:
+        refiller.stop()
+
+
 def test_stopping_the_head_leaves_no_worker_even_one_still_loading(head):
     port = head["node_manager_port"]
     ray_warm_workers._prestart(port, 2)  # these join, then import Prefect while the head stops
