@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from deployments import ray_warm_workers
-from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
+from deployments.processes import alive, free_port, home_lock, read_state, stat_fields, terminate_group, write_state
 from deployments.settings import home
 
 ADDRESS_ENV = "QSFLOW_RAY_ADDRESS"
@@ -298,10 +298,10 @@ def session_pids(temp_dir: Optional[str], session: Optional[int] = None) -> list
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if stat[0] in ("Z", "X"):
-                continue  # killed already, not yet reaped
+        stat = stat_fields(int(proc.name))
+        if not stat or stat[0] in ("Z", "X"):
+            continue  # gone, or killed already and not yet reaped
+        with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if temp_dir in cmdline or (session is not None and int(stat[3]) == session):
                 pids.append(int(proc.name))

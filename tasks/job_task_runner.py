@@ -170,10 +170,8 @@ def _serialized_context() -> dict[str, Any]:
     flow_run_context = FlowRunContext.get()
     client = getattr(flow_run_context, "client", None)
     if isinstance(client, SyncPrefectClient):  # a job's program (tasks.prefect_ray_engine)
-        try:
+        with contextlib.suppress(Exception):  # each worker then reads them itself, as without a seed
             serialized[TAG_LIMITS_KEY] = (_TagLimits.read(client), time.time())
-        except Exception:  # noqa: BLE001 - each worker then reads them itself, as without a seed
-            pass
         flow_run = getattr(flow_run_context, "flow_run", None)
         if flow_run is not None:
             with contextlib.suppress(Exception):  # each worker's events worker then reads it, as without a seed
