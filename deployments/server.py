@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from deployments.processes import alive, free_port, home_lock, read_state, terminate_group, write_state
 from deployments.settings import API_RETRIES, WORK_POOL, home, max_running_jobs
@@ -168,24 +168,11 @@ def _start_server(state: dict, timeout: float) -> dict:
 
 
 def serve_api() -> int:
-    """``prefect server start`` with the arguments it is given, its SQLite write transactions begun IMMEDIATE.
+    """``prefect server start`` with the arguments it is given, with :mod:`deployments.sqlite_tuning` installed:
+    write transactions begun IMMEDIATE, events inserted with executemany (both explained there)."""
+    from deployments import sqlite_tuning
 
-    Prefect begins most of them DEFERRED: one that reads and then writes while another connection has written
-    meanwhile fails at once with SQLITE_BUSY (WAL mode; SQLite's busy timeout cannot help it), which Prefect
-    answers 503 and its clients retry after 2 s, then 4 s... With 20 jobs submitted at once that was 26 503s on
-    creating the runs (56 s to submit 20) and 13 on the worker's label updates. IMMEDIATE takes the write lock
-    at the start, so a second writer waits its turn (Prefect's busy timeout, 60 s) instead: Prefect's own remedy
-    (its ``with_for_update`` transactions), used for all of them. SQLite has one writer at a time either way.
-    """
-    from prefect.server.database import configurations
-
-    sqlite = getattr(configurations, "AioSqliteConfiguration", None)
-    original = getattr(sqlite, "begin_transaction", None)
-    if original is not None:
-        def begin_transaction(self: Any, session: Any, with_for_update: bool = False) -> Any:
-            return original(self, session, with_for_update=True)
-
-        sqlite.begin_transaction = begin_transaction  # type: ignore[union-attr]
+    sqlite_tuning.install()
     from prefect.cli import app
 
     app()
