@@ -107,17 +107,18 @@ def head_env(num_cpus: Optional[int] = None) -> dict[str, str]:
     # Each job's program is a new Ray driver, and Ray's workers belong to one driver: have the raylet start
     # a driver's workers as soon as it connects, not when its first task arrives.
     env.setdefault("RAY_enable_worker_prestart", "1")
-    # Ray stops a driver's idle workers above one per CPU after 1 s: a program pausing 2 s between two fan-outs
-    # of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew (~1.5 s of
-    # CPU). Idle workers are kept 10 s; a job's workers still end with the job.
+    # with the warm pool: no starts beside it, no idle stops (ray_warm_workers.head_env)
+    for key, value in ray_warm_workers.head_env(num_cpus or _num_cpus()).items():
+        env.setdefault(key, value)
+    # Without it, Ray stops a driver's idle workers above one per CPU after 1 s: a program pausing 2 s between two
+    # fan-outs of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew
+    # (~1.5 s of CPU). Idle workers are kept 10 s; a job's workers still end with the job.
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
     # Ray runs its workers at nice 15 (its worker_niceness). Here they share the machine with the job's program
     # and the Prefect server at nice 0, which records the task runs while they run: a fresh job's 49 tasks after
     # its first took 2.2-2.5 s with the workers mostly waiting for a core (~20 ms of CPU per 180 ms task), against
     # 0.7 s at nice 0 (probe of 50 cpu=0.5 tasks on the warm pool, 2 cores).
     env.setdefault("RAY_worker_niceness", "0")
-    for key, value in ray_warm_workers.head_env(num_cpus or _num_cpus()).items():
-        env.setdefault(key, value)
     env.pop("RAY_ADDRESS", None)
     env.update(LOOPBACK_ENV)
     return env

@@ -60,14 +60,21 @@ def target(num_cpus: int) -> int:
 
 
 def head_env(num_cpus: int) -> dict[str, str]:
-    """Environment the local head starts with: its workers import the task runner as they start, and the raylet
-    stops idle workers only above the pool plus one per CPU (Ray's soft limit is one per CPU: it stopped idle
-    workers of the pool, and a stop racing a task that had just been given to that worker ended the task with
-    ``SystemExit``)."""
-    wanted = target(num_cpus)
-    if wanted == 0:
+    """Environment the local head starts with when it keeps a pool: its workers import the task runner as they
+    start, and the raylet starts a job's workers only for leases it grants and stops none for idling.
+
+    Ray 2.60 uses its idle-worker soft limit (``num_workers_soft_limit``, one per CPU by default) twice: the raylet
+    stops idle workers above it, and on every lease request it starts workers until the idle and starting ones reach
+    it or the request's backlog. The busy pool workers count for neither, so a fan-out on the pool had the raylet
+    start up to the limit again beside them (~1.5 s of CPU each, on the job's time), never to run a task: 6 a job
+    with a 200-task backlog here, a third of the machine's CPU in a 2000-task job. With the limit at 0 the raylet
+    starts a worker only when it grants a lease and no idle worker fits. Idle workers are kept for ``KEEP_ALIVE_S``
+    instead (the pool's are anyway): a job's workers stay through a pause between two fan-outs and end with the job.
+    """
+    if target(num_cpus) == 0:
         return {}
-    return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": str(wanted + num_cpus)}
+    return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": "0",
+            "RAY_idle_worker_killing_time_threshold_ms": str(KEEP_ALIVE_S * 1000)}
 
 
 def fill() -> int:

@@ -32,6 +32,23 @@ def where():
 print(json.dumps(ray.get([where.remote() for _ in range(3)])))
 """
 
+# A fan-out with a backlog: two one-CPU slots on the two-CPU head, 40 tasks queued behind them.
+BACKLOG_DRIVER = """
+import json, os, time
+import ray
+from deployments.ray_cluster import session_pids
+ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
+
+@ray.remote(num_cpus=1)
+def where():
+    time.sleep(0.05)
+    return os.getpid()
+
+ran = sorted(set(ray.get([where.remote() for _ in range(40)])))
+time.sleep(1.0)  # a worker started for the backlog would have shown up by now
+print(json.dumps({"ran": ran, "session": session_pids(os.environ["HEAD_TEMP_DIR"], int(os.environ["HEAD_PID"]))}))
+"""
+
 
 @pytest.fixture(scope="module")
 def head():
@@ -46,12 +63,16 @@ def head():
             ray_cluster.stop()
 
 
-def _run_driver(address: str) -> list[tuple[int, list[str], int]]:
-    env = {**os.environ, "RAY_ADDRESS": address, **ray_cluster.driver_env(address)}
+def _driver_output(address: str, source: str, **extra_env: str) -> object:
+    env = {**os.environ, "RAY_ADDRESS": address, **ray_cluster.driver_env(address), **extra_env}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", DRIVER], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    return [tuple(row) for row in json.loads(out.stdout.strip().splitlines()[-1])]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_driver(address: str) -> list[tuple[int, list[str], int]]:
+    return [tuple(row) for row in _driver_output(address, DRIVER)]
 
 
 def _wait_for_pool(port: int, count: int, timeout: float = 60.0) -> list[int]:
@@ -84,6 +105,22 @@ def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_re
         refiller.stop()
     assert len(refilled) == POOL and not set(refilled) & {pid for pid, _, _ in ran}, (refilled, ran)
     assert ray_warm_workers.fill() == 0  # full: nothing more is started
+
+
+def test_a_backlog_on_the_pool_starts_no_worker_beside_it(head):
+    """Ray 2.60 started workers for a lease request's backlog until idle plus starting ones reached its soft limit,
+    not counting the busy pool workers: with the limit at the pool plus one per CPU, this fan-out started four
+    workers that never ran a task (ray_warm_workers.head_env)."""
+    _run_driver(head["address"])  # the head's first driver is past (Ray treats that one apart)
+    ray_warm_workers.fill()
+    port = head["node_manager_port"]
+    pool = set(ray_warm_workers.jobless_worker_pids(port))
+    before = set(ray_cluster.session_pids(head["temp_dir"], head["pid"]))
+    assert len(pool) == POOL and pool <= before
+
+    seen = _driver_output(head["address"], BACKLOG_DRIVER, HEAD_TEMP_DIR=head["temp_dir"], HEAD_PID=str(head["pid"]))
+    assert set(seen["ran"]) <= pool, seen
+    assert set(seen["session"]) - before == set(), seen  # no worker started beside the pool during the job
 
 
 def test_the_refiller_starts_no_worker_while_a_job_runs(head):
@@ -141,4 +178,5 @@ def test_the_pool_is_two_per_cpu_by_default_and_zero_turns_it_and_the_preload_of
     monkeypatch.delenv(ray_warm_workers.WARM_WORKERS_ENV)
     assert ray_warm_workers.target(2) == 4 and ray_warm_workers.target(16) == 8
     assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload",
-                                            "RAY_num_workers_soft_limit": "6"}
+                                            "RAY_num_workers_soft_limit": "0",
+                                            "RAY_idle_worker_killing_time_threshold_ms": str(24 * 3600 * 1000)}
