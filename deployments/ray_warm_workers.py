@@ -40,6 +40,7 @@ from deployments.processes import home_lock
 WARM_WORKERS_ENV = "QSFLOW_RAY_WARM_WORKERS"
 PRELOAD_MODULES = "tasks.worker_preload"  # what a Ray worker runs a distributed task with, loaded
 KEEP_ALIVE_S = 24 * 3600  # prestarted workers are kept this long even above the raylet's idle-worker limit
+JOB_WORKER_IDLE_S = 60  # with the pool on, a job's idle workers are stopped after this long
 JOIN_TIMEOUT_S = 30.0  # a step waits this long at most for its workers to join
 CHECK_S = 30.0
 _logger = logging.getLogger("qsflow.ray")
@@ -61,20 +62,22 @@ def target(num_cpus: int) -> int:
 
 def head_env(num_cpus: int) -> dict[str, str]:
     """Environment the local head starts with when it keeps a pool: its workers import the task runner as they
-    start, and the raylet starts a job's workers only for leases it grants and stops none for idling.
+    start, and the raylet starts a job's workers only for leases it grants and stops them after a minute idle.
 
     Ray 2.60 uses its idle-worker soft limit (``num_workers_soft_limit``, one per CPU by default) twice: the raylet
     stops idle workers above it, and on every lease request it starts workers until the idle and starting ones reach
     it or the request's backlog. The busy pool workers count for neither, so a fan-out on the pool had the raylet
     start up to the limit again beside them (~1.5 s of CPU each, on the job's time), never to run a task: 6 a job
     with a 200-task backlog here, a third of the machine's CPU in a 2000-task job. With the limit at 0 the raylet
-    starts a worker only when it grants a lease and no idle worker fits. Idle workers are kept for ``KEEP_ALIVE_S``
-    instead (the pool's are anyway): a job's workers stay through a pause between two fan-outs and end with the job.
+    starts a worker only when it grants a lease and no idle worker fits. The limit 0 also lets the raylet stop every
+    idle worker of a job once it idled ``JOB_WORKER_IDLE_S`` (the pool's job-less workers are kept alive anyway): a
+    job's workers stay through a pause of up to a minute between two fan-outs, and a job that moves through many
+    task environments does not keep every environment's workers until it ends.
     """
     if target(num_cpus) == 0:
         return {}
     return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": "0",
-            "RAY_idle_worker_killing_time_threshold_ms": str(KEEP_ALIVE_S * 1000)}
+            "RAY_idle_worker_killing_time_threshold_ms": str(JOB_WORKER_IDLE_S * 1000)}
 
 
 def fill() -> int:
