@@ -76,3 +76,12 @@ def max_running_jobs() -> int:
             raise ValueError(f"QSFLOW_MAX_RUNNING_JOBS={value!r} must be a whole number of jobs >= 1, e.g. 4.")
         return limit
     return max(2, 2 * (os.cpu_count() or 1))
+
+
+def unwritten_result_storage() -> Path:
+    """Result storage for Prefect flows and tasks whose results qsflow never persists: Prefect's local default path,
+    never written. Prefect's engines ask the server for its default result storage at every run of a flow or task
+    that names none (one API request each time); a path needs no request to resolve, unlike an unsaved block."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().results.local_storage_path)

@@ -33,6 +33,7 @@ from prefect.states import Running
 
 from flows import status, status_events
 from deployments.access import ibm_credentials_env
+from deployments.settings import unwritten_result_storage
 from flows.data_mounts import job_data
 from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
 from flows.environments import ALIAS_DIR, environment_info, python_for
@@ -222,7 +223,8 @@ def _failure_text(returncode: int, tail: list[str]) -> str:
     return f"The program failed ({reason}).\n{detail}".rstrip()
 
 
-@flow(name="qsflow-runner", persist_result=False, validate_parameters=True, **status_events.FINAL_HOOKS)
+@flow(name="qsflow-runner", persist_result=False, result_storage=unwritten_result_storage(), validate_parameters=True,
+      **status_events.FINAL_HOOKS)
 def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None,
                 owner: Optional[str] = None) -> None:
     """Run version ``version`` of the uploaded program ``program`` with JSON-encoded ``arguments``.

@@ -42,6 +42,7 @@ from prefect.utilities.callables import get_call_parameters
 from prefect_ray.context import remote_options
 from prefect_ray.task_runners import PrefectRayFuture
 
+from deployments.settings import unwritten_result_storage
 from tasks import ray_connection
 from tasks.job_task_runner import JobRayTaskRunner
 
@@ -133,16 +134,6 @@ def cache_storage() -> Any:
         ) from None
 
 
-def _never_written_storage() -> Path:
-    """The result storage named on a task whose results are not persisted: Prefect's local default path, never
-    written. A task without one makes Prefect's task engine ask the server for its default result storage at every
-    task run: a blocking API call in the Ray worker, the main wait of a warm task there (measured with py-spy). A
-    path, unlike an unsaved block, needs no API call to resolve."""
-    from prefect.settings import get_current_settings
-
-    return Path(get_current_settings().results.local_storage_path)
-
-
 def prefect_task(distributed: "DistributedTask[Any]") -> Task:
     """The Prefect task standing for ``distributed``'s function (one per decorated function).
 
@@ -151,7 +142,7 @@ def prefect_task(distributed: "DistributedTask[Any]") -> Task:
     """
     fn = distributed.fn
     options: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE,
-                               "result_storage": _never_written_storage()}
+                               "result_storage": unwritten_result_storage()}
     if distributed.cache:
         from prefect.cache_policies import INPUTS, TASK_SOURCE
 
