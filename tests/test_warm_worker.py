@@ -48,3 +48,63 @@ def test_a_scheduled_run_is_not_polled_for_while_this_workers_runs_fill_the_pool
     assert worker._pool_filled_here()
     worker._work_pool = WorkPool(name="qsflow", type="process")  # no limit
     assert not worker._pool_filled_here()
+
+
+def test_a_runs_events_name_the_flow_deployment_queue_and_pool_the_worker_handed_it(client, prefect) -> None:
+    """The worker hands each forked run its flow, deployment, work queue and work pool (read at most once a minute)
+    for Prefect's related-resource cache; the run's events still name all four, as when the run read them itself."""
+    import time
+    from uuid import UUID
+
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    function = client.upload(QiskitFunction(title="warm-related", entrypoint="main.py",
+                                            working_dir=str(PROGRAMS / "warm_worker")))
+    job = function.run()
+    job.result(cadence=0.5)
+    flow_run = prefect.read_flow_run(UUID(job.job_id))
+    deployment = prefect.read_deployment(flow_run.deployment_id)
+    flow = prefect.read_flow(flow_run.flow_id)
+    wanted = {("flow", str(flow.id), flow.name), ("deployment", str(deployment.id), deployment.name),
+              ("work-queue", str(flow_run.work_queue_id), flow_run.work_queue_name),
+              ("work-pool", None, flow_run.work_pool_name)}
+    loaded = EventFilter(event=EventNameFilter(prefix=["prefect.block."]),
+                         related=EventRelatedFilter(id=[f"prefect.flow-run.{job.job_id}"]))
+    deadline = time.monotonic() + 30  # the server stores events in batches
+    while not (events := prefect.read_events(loaded, limit=5).events) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert events, "the run loaded its store and Prefect emitted no event naming the run"
+    named = {(r.role, r.id.split(".", 2)[2], r.name) for r in events[0].related if r.role in {k for k, _, _ in wanted}}
+    assert {(kind, name) for kind, _, name in wanted} == {(kind, name) for kind, _, name in named}, named
+    assert {(kind, i) for kind, i, _ in wanted if i} <= {(kind, i) for kind, i, _ in named}, named
+
+
+def test_the_objects_handed_to_a_run_are_found_where_prefects_events_code_looks_for_them() -> None:
+    """``_seed_related_objects`` keys them as Prefect's ``_get_and_cache_related_object`` does: no API read."""
+    import asyncio
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import Flow, WorkPool
+    from prefect.events.related import RESOURCE_CACHE, _get_and_cache_related_object
+
+    from deployments.warm_worker import _seed_related_objects
+
+    flow, pool = Flow(id=uuid4(), name="seeded"), WorkPool(name=f"pool-{uuid4().hex[:6]}", type="process")
+
+    async def no_read(obj_id):
+        raise AssertionError(f"read {obj_id} from the API")
+
+    async def lookups():
+        return [await _get_and_cache_related_object(kind="flow", role="flow", client_method=no_read,
+                                                    obj_id=flow.id, cache=RESOURCE_CACHE),
+                await _get_and_cache_related_object(kind="work-pool", role="work-pool", client_method=no_read,
+                                                    obj_id=pool.name, cache=RESOURCE_CACHE)]
+
+    try:
+        _seed_related_objects({f"flow.{flow.id}": flow, f"work-pool.{pool.name}": pool})
+        found = asyncio.run(lookups())
+        assert [entry["object"] for entry in found] == [flow, pool]
+        assert [entry["kind"] for entry in found] == ["flow", "work-pool"]
+    finally:
+        RESOURCE_CACHE.pop(f"flow.{flow.id}", None)
+        RESOURCE_CACHE.pop(f"work-pool.{pool.name}", None)
