@@ -11,8 +11,10 @@ imports Prefect again and then the flow's module). Measured here, that is 2-4 s 
 still a process of its own that the worker tracks, cancels (``job.stop()``) and reports on through Prefect's own
 executor; Prefect's flow engine runs the flow in it exactly as ``python -m prefect.engine`` would (same state
 transitions, hooks, logs). Runs of any other entrypoint go through the stock path. Besides: it polls for new runs
-when the server's events say one is scheduled or ended (:meth:`WarmProcessWorker.start`), and it does not propose
-the informational ``Submitting`` state (:meth:`WarmProcessWorker._propose_submitting_state`).
+when the server's events say one is scheduled or ended (:meth:`WarmProcessWorker.start`), it does not propose
+the informational ``Submitting`` state (:meth:`WarmProcessWorker._propose_submitting_state`), and it hands each run
+the flow, deployment, work queue and work pool its events name, which the run would otherwise read from the API
+(:meth:`WarmProcessWorker._related_objects`).
 
 Started by ``qsflow worker`` (:mod:`deployments.worker`: any Prefect server, Prefect's worker options such as
 ``--limit``), which is also the embedded default's worker (:mod:`deployments.server`); ``QSFLOW_WARM_WORKER=0``
