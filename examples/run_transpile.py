@@ -42,12 +42,16 @@ def main() -> int:
         backend=args.backend,
     )
     print(f"Job {job.job_id} submitted")
-    last = None
+    printed: list[str] = []
     while True:
+        # the statuses entered so far, in order (one shorter than the poll, as INITIALIZING often is, included),
+        # then the current one, read after them
+        entered = list(job.resource_usage())
         status = job.status()
-        if status != last:
-            print(f"  [{time.monotonic() - started:6.1f} s] {status}")
-            last = status
+        for name in [*entered, status]:
+            if name not in printed:
+                print(f"  [{time.monotonic() - started:6.1f} s] {name}")
+                printed.append(name)
         if status in {"DONE", "ERROR", "CANCELED"}:
             break
         time.sleep(0.2)
