@@ -38,7 +38,7 @@ from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
-from deployments import ray_warm_workers
+from deployments import ray_warm_workers, related_resources
 
 RUNNER_ENTRYPOINT = "flows.runner:run_program"
 RELATED_TTL_S = 60.0  # how long the worker reuses a run's flow, deployment, work queue and work pool objects
@@ -74,7 +74,8 @@ def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[
     the run's ``related`` objects (:meth:`WarmProcessWorker._related_objects`) where Prefect's events code looks."""
     from deployments.warm_preload import RUN_SETTINGS_VARIABLES
 
-    _seed_related_objects(related or {})
+    # the first event the run emits (its store's block load) would read them from the API, each on a new connection
+    related_resources.seed(related or {})
 
     same_settings = settings_variables(env) == RUN_SETTINGS_VARIABLES
     os.environ.update(env)
@@ -98,20 +99,6 @@ def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[
         with handle_engine_signals(run_id):
             flow_run = load_flow_run(flow_run_id=run_id)
             run_flow(run_program, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
-
-
-def _seed_related_objects(related: dict[str, Any]) -> None:
-    """Put the run's flow, deployment, work queue and work pool in Prefect's related-resource cache, keyed as
-    Prefect keys them (``<kind>.<id>``). The first event the run emits (its store's block load) would otherwise
-    read all four from the API, each on a new connection: ~10 ms of the server's CPU each, every job."""
-    if not related:
-        return
-    from prefect.events.related import RESOURCE_CACHE
-    from prefect.types._datetime import now
-
-    stamp = now("UTC")
-    for key, obj in related.items():
-        RESOURCE_CACHE.setdefault(key, ({"kind": key.split(".", 1)[0], "object": obj}, stamp))
 
 
 def settings_variables(environ: Any) -> dict[str, str]:
@@ -181,8 +168,7 @@ class WarmProcessWorker(ProcessWorker):
     process: Prefect warns about that once).
     """
 
-    _entrypoints: dict[UUID, Optional[str]] = {}
-    _related: dict[str, tuple[Any, float]] = {}  # "<kind>.<id>" -> (object, monotonic time it was read)
+    _read_objects: dict[str, tuple[Any, float]] = {}  # "<kind>.<id>" -> (object, monotonic time it was read)
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
         """Prefect's worker loops, plus: poll at once whenever a flow run is scheduled or ends (events: an end frees
@@ -255,20 +241,25 @@ class WarmProcessWorker(ProcessWorker):
         guards nothing here. It cost each job a state write (~18 ms of the server's CPU), its event and a round trip
         before the run starts."""
 
+    async def _read(self, kind: str, obj_id: Any, read: Any) -> Any:
+        """``read(obj_id)``, reused for ``RELATED_TTL_S`` seconds (the key is Prefect's related-resource key)."""
+        key = f"{kind}.{obj_id}"
+        cached = self._read_objects.get(key)
+        if cached is None or time.monotonic() - cached[1] > RELATED_TTL_S:
+            cached = self._read_objects[key] = (await read(obj_id), time.monotonic())
+        return cached[0]
+
     async def _entrypoint(self, flow_run: Any) -> Optional[str]:
-        deployment_id = flow_run.deployment_id
-        if deployment_id is None:
+        if flow_run.deployment_id is None:
             return None
-        if deployment_id not in self._entrypoints:
-            deployment = await self.client.read_deployment(deployment_id)
-            self._entrypoints[deployment_id] = deployment.entrypoint
-        return self._entrypoints[deployment_id]
+        return (await self._read("deployment", flow_run.deployment_id, self.client.read_deployment)).entrypoint
 
     async def _related_objects(self, flow_run: Any) -> dict[str, Any]:
         """The run's flow, deployment, work queue and work pool, for its process to seed Prefect's related-resource
-        cache with (:func:`_seed_related_objects`). Each is read at most once every ``RELATED_TTL_S`` by this worker,
-        so an edited deployment's name or tags reach the events a minute later at most; one that cannot be read is
-        left to the run's process to read, as Prefect does."""
+        cache with (:mod:`deployments.related_resources`). Each is read at most once every ``RELATED_TTL_S`` by this
+        worker (the deployment read for the run's entrypoint is reused), so an edited deployment's name or tags reach
+        the events a minute later at most; one that cannot be read is left to the run's process to read, as Prefect
+        does."""
         pool = getattr(self, "_work_pool", None)  # the worker keeps its pool, re-read at each sync with the server
         pool_name = flow_run.work_pool_name or self._work_pool_name
         related: dict[str, Any] = {}
@@ -282,14 +273,10 @@ class WarmProcessWorker(ProcessWorker):
             key = f"{kind}.{obj_id}"
             if not obj_id or key in related:
                 continue
-            cached = self._related.get(key)
-            if cached is None or time.monotonic() - cached[1] > RELATED_TTL_S:
-                try:
-                    cached = self._related[key] = (await read(obj_id), time.monotonic())
-                except Exception:  # gone or unreadable: the run's own read reports it, as it always did
-                    self._related.pop(key, None)
-                    continue
-            related[key] = cached[0]
+            try:
+                related[key] = await self._read(kind, obj_id, read)
+            except Exception:  # gone or unreadable: the run's own read reports it, as it always did
+                self._read_objects.pop(key, None)
         return related
 
     @contextlib.asynccontextmanager

@@ -47,6 +47,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import RemoteOptionsContext
 from prefect_ray.task_runners import PrefectRayFuture
 
+from deployments import related_resources
 from tasks import circuit_transport
 
 
@@ -179,14 +180,6 @@ def _serialized_context() -> dict[str, Any]:
     return serialized
 
 
-def _seed_related_flow(flow: Any) -> None:
-    """Put the job's flow where Prefect's events worker looks before it reads it from the API."""
-    from prefect.events.related import RESOURCE_CACHE
-    from prefect.types._datetime import now
-
-    RESOURCE_CACHE.setdefault(f"flow.{flow.id}", ({"kind": "flow", "object": flow}, now("UTC")))
-
-
 # --- in the Ray worker -------------------------------------------------------------------------------------------
 
 _hydrated: dict[str, list[Any]] = {}
@@ -210,8 +203,8 @@ def _hydrate(key: str, context_ref: Any) -> list[Any]:
             if limits is not None:
                 _tag_limits.seed(*limits)
             flow = serialized.pop(FLOW_KEY, None)
-            if flow is not None:
-                _seed_related_flow(flow)
+            if flow is not None:  # for Prefect's events worker, which would read it from the API
+                related_resources.seed({f"flow.{flow.id}": flow})
             stack = contextlib.ExitStack()
             settings = serialized.pop("settings_context", None)
             if settings:

@@ -80,14 +80,14 @@ def test_a_runs_events_name_the_flow_deployment_queue_and_pool_the_worker_handed
 
 
 def test_the_objects_handed_to_a_run_are_found_where_prefects_events_code_looks_for_them() -> None:
-    """``_seed_related_objects`` keys them as Prefect's ``_get_and_cache_related_object`` does: no API read."""
+    """``related_resources.seed`` keys them as Prefect's ``_get_and_cache_related_object`` does: no API read."""
     import asyncio
     from uuid import uuid4
 
     from prefect.client.schemas.objects import Flow, WorkPool
     from prefect.events.related import RESOURCE_CACHE, _get_and_cache_related_object
 
-    from deployments.warm_worker import _seed_related_objects
+    from deployments import related_resources
 
     flow, pool = Flow(id=uuid4(), name="seeded"), WorkPool(name=f"pool-{uuid4().hex[:6]}", type="process")
 
@@ -101,7 +101,7 @@ def test_the_objects_handed_to_a_run_are_found_where_prefects_events_code_looks_
                                                     obj_id=pool.name, cache=RESOURCE_CACHE)]
 
     try:
-        _seed_related_objects({f"flow.{flow.id}": flow, f"work-pool.{pool.name}": pool})
+        related_resources.seed({f"flow.{flow.id}": flow, f"work-pool.{pool.name}": pool})
         found = asyncio.run(lookups())
         assert [entry["object"] for entry in found] == [flow, pool]
         assert [entry["kind"] for entry in found] == ["flow", "work-pool"]
