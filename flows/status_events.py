@@ -18,9 +18,11 @@ Who emits what — each change is emitted by the process that makes it:
 - ``CANCELED``: ``job.stop()`` (``deployments.jobs.stop``), once Prefect accepted ``Cancelling``; for a
   cancel from anywhere else (the Prefect UI, the API) the worker's cancellation hook, after it killed
   the runner.
-- All three again, for every final state Prefect records, from the server's own automation
-  (``deployments.status_relay``): the only report of an end no process saw (a queued run cancelled, a run
-  Crashed by Prefect's server, a machine lost between the final state and the hook's event).
+- All three again from the server's own automations (``deployments.status_relay``): at once for every
+  Failed, Crashed or Cancelled state Prefect records, and for a Completed one when no DONE followed within
+  15 s. They are the only report of an end no process saw (a queued run cancelled, a run Crashed by
+  Prefect's server, a machine lost between the final state and the hook's event). The hook's DONE names
+  the state's type and the run's pool, as the state's event does, so the server counts it for the run.
 
 A final status's event has one id per job and status (:func:`final_event_id`): Prefect's server keeps
 one event per id, so a job gets exactly one final event however many of these sides report it.
@@ -71,22 +73,34 @@ def emit_status(job_id: Any, function: str, job_status: str, occurred: Optional[
     )
 
 
-def status_event(job_id: str, function: str, job_status: str) -> dict[str, Any]:
-    """The ``qsflow.job.status`` event as Prefect's REST API takes it, dated now."""
+def status_event(job_id: str, function: str, job_status: str, state_type: Optional[str] = None,
+                 work_pool: Optional[tuple[Any, str]] = None) -> dict[str, Any]:
+    """The ``qsflow.job.status`` event as Prefect's REST API takes it, dated now.
+
+    A final status's event can also name the type of the state that ended the job (``prefect.state-type``) and
+    relate the run's ``work_pool`` (id, name), as that state's own event does: the server's relay of Completed
+    runs recognises the runner's DONE by them (``deployments.status_relay``)."""
     import uuid
     from datetime import timezone
 
+    resource = status_resource(job_id, function, job_status)
+    if state_type is not None:
+        resource["prefect.state-type"] = state_type
+    related = [] if work_pool is None else [{"prefect.resource.id": f"prefect.work-pool.{work_pool[0]}",
+                                             "prefect.resource.role": "work-pool",
+                                             "prefect.resource.name": work_pool[1]}]
     return {"id": final_event_id(job_id, job_status) or str(uuid.uuid4()),
             "occurred": datetime.now(timezone.utc).isoformat(), "event": STATUS_EVENT,
-            "resource": status_resource(job_id, function, job_status),
+            "resource": resource, "related": related,
             "payload": {"job_id": job_id, "function": function, "status": job_status}}
 
 
 def post_status(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str,
-                http: Any = None) -> None:
+                http: Any = None, **final: Any) -> None:
     """Emit the event over Prefect's REST API (no Prefect import needed: a program's process), answered before
-    this returns; with the ``httpx.Client`` ``http``, else the process's kept one (:func:`http_client`)."""
-    _send(api, headers, status_event(job_id, function, job_status), http)
+    this returns; with the ``httpx.Client`` ``http``, else the process's kept one (:func:`http_client`);
+    ``final``: ``state_type`` and ``work_pool`` of :func:`status_event`."""
+    _send(api, headers, status_event(job_id, function, job_status, **final), http)
 
 
 def post_status_soon(api: str, headers: dict[str, str], job_id: str, function: str, job_status: str) -> None:
@@ -173,7 +187,9 @@ def _final_status_hook(flow: Any, flow_run: Any, state: Any) -> None:
 
     from deployments.api_auth import configured_headers
 
-    post_status(PREFECT_API_URL.value(), configured_headers(), str(flow_run.id), function, job_status)
+    pool = (flow_run.work_pool_id, flow_run.work_pool_name or "") if flow_run.work_pool_id else None
+    post_status(PREFECT_API_URL.value(), configured_headers(), str(flow_run.id), function, job_status,
+                state_type=state.type.value, work_pool=pool)
     if job_status != status.DONE:  # distributed tasks still running when the job ended went with it
         from tasks.task_runs import close_open_task_runs
 

@@ -175,6 +175,40 @@ def test_a_final_state_prefect_records_without_the_runner_is_relayed(sleepy_fn, 
     assert events[0].resource["qsflow.function"] == "status-events-sleepy"
 
 
+def test_a_completed_job_whose_runner_reported_done_is_not_relayed(done_job, prefect):
+    """The server relays a Completed run only when no DONE followed: its trigger, as the server holds it, opens on
+    the job's Completed state event and counts the runner's DONE for the same run, so it never acts for that job
+    (the test above shows it acting when no DONE comes)."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    from conftest import flow_run_events
+    from deployments import status_relay
+
+    [automation] = prefect.read_automations_by_name(status_relay.COMPLETED_AUTOMATION_NAME)
+    trigger = EventTrigger.model_validate(automation.trigger.model_dump())
+    [completed] = [ReceivedEvent.model_validate(e.model_dump())
+                   for e in flow_run_events(prefect, "prefect.flow-run.Completed", [done_job.job_id])]
+    [done] = [ReceivedEvent.model_validate(e.model_dump()) for e in status_events(prefect, done_job.job_id, "DONE")
+              if e.resource["qsflow.status"] == "DONE"]
+    assert trigger.covers(completed) and trigger.starts_after(completed.event)
+    assert trigger.covers(done) and trigger.expects(done.event)
+    assert trigger.bucketing_key(done) == trigger.bucketing_key(completed)
+
+    # Past the grace and the server's next proactive check (every 5 s), nothing fired for this job.
+    settled = completed.occurred + timedelta(seconds=status_relay.DONE_GRACE_S + 5 + 3)
+    time.sleep(max(0.0, (settled - datetime.now(timezone.utc)).total_seconds()))
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    fired = prefect.read_events(EventFilter(event=EventNameFilter(name=["prefect.automation.triggered"]),
+                                            resource=EventResourceFilter(id=[f"prefect.automation.{automation.id}"])),
+                                limit=50).events
+    labels = [e.payload.get("triggering_labels", {}).get("prefect.resource.id") for e in fired]
+    assert f"prefect.flow-run.{done_job.job_id}" not in labels, labels
+
+
 @pytest.mark.parametrize("tags, expected", [
     (["qsflow", "qsflow-function:acme/fn"], "acme/fn"),  # the function's tag, as every upload now gives it
     (["qsflow"], "acme--fn"),  # a deployment made before that tag: the flow's name
