@@ -215,10 +215,11 @@ def load_store(create_default_under: Optional[str] = None) -> QsflowStore:
     """
     from prefect.exceptions import ObjectNotFound
 
+    from blocks import prefetched
     from deployments.settings import STORAGE_BLOCK
 
     try:
-        return QsflowStore.load(STORAGE_BLOCK)
+        return prefetched.load(QsflowStore, STORAGE_BLOCK)
     except (ValueError, ObjectNotFound):
         if create_default_under is None:
             raise RuntimeError(

@@ -96,10 +96,12 @@ def ibm_credentials_env(user: str) -> dict[str, str]:
     """``QISKIT_IBM_*`` variables for a job of ``user`` ({} when no credentials were saved)."""
     from prefect.blocks.system import Secret
 
+    from blocks import prefetched
+
     import json
 
     try:
-        value = Secret.load(ibm_credentials_block(user)).get()
+        value = prefetched.load(Secret, ibm_credentials_block(user)).get()
     except ValueError:
         return {}
     if isinstance(value, str):

@@ -32,8 +32,10 @@ from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Running
 
 from flows import status, status_events
+from blocks import prefetched
 from deployments.access import ibm_credentials_env
 from deployments.settings import unwritten_result_storage
+from tasks.ray_block import job_ray_address
 from flows.data_mounts import job_data
 from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
 from flows.environments import ALIAS_DIR, environment_info, python_for
@@ -106,7 +108,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: str) -> dict[str, str]:
+def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: str,
+                 ray_address: str) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ)
@@ -128,9 +131,6 @@ def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: s
         RESULTS_PATH=str(job_dir / "results.json"),
     )
     # Distributed tasks and plain ray.init() in the program use the shared cluster (docs/distribute.md).
-    from tasks.ray_block import job_ray_address
-
-    ray_address = job_ray_address()
     from deployments.ray_cluster import driver_env
 
     env.update(RAY_ADDRESS=ray_address, QSFLOW_RAY_ADDRESS=ray_address, **driver_env(ray_address))
@@ -223,6 +223,19 @@ def _failure_text(returncode: int, tail: list[str]) -> str:
     return f"The program failed ({reason}).\n{detail}".rstrip()
 
 
+def _blocks_read(user: str) -> list[tuple[Any, str]]:
+    """The saved blocks a job's runner reads at its start: the store, the Ray cluster's address, the user's IBM
+    Quantum credentials (the last two usually not saved)."""
+    from prefect.blocks.system import Secret
+
+    from blocks.storage import QsflowStore
+    from deployments.access import ibm_credentials_block
+    from deployments.settings import STORAGE_BLOCK
+    from tasks.ray_block import BLOCK_NAME, RayClusterConfig
+
+    return [(QsflowStore, STORAGE_BLOCK), (RayClusterConfig, BLOCK_NAME), (Secret, ibm_credentials_block(user))]
+
+
 @flow(name="qsflow-runner", persist_result=False, result_storage=unwritten_result_storage(), validate_parameters=True,
       **status_events.FINAL_HOOKS)
 def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] = None,
@@ -243,7 +256,11 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     _claim(context.flow_run, program)
     set_job_state(job_id, status.INITIALIZING, program)
 
-    store = _stores[job_id] = load_store()
+    user = job_user(context.flow_run)
+    with prefetched.blocks(_blocks_read(user)):  # one API request for the three
+        store = _stores[job_id] = load_store()
+        ray_address = job_ray_address()
+        credentials = ibm_credentials_env(user)  # for get_runtime_service(); never logged
     spec = read_spec(store, program, version)
     refusal = arguments_schema.refusal(spec.arguments_schema, arguments or {})
     if refusal is not None:  # a run created around the client (Prefect UI or API) with bad arguments
@@ -255,10 +272,9 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     try:
         _unpack(store.read_bytes(f"{spec.store_dir}/{spec.version}/program.tar.gz"), work_dir)
         python = python_for(spec.dependencies, job_logger(RUNNER_LOGGER).info)
-        env = _program_env(spec.env_vars, job_id, job_dir, python)
-        user = job_user(context.flow_run)
+        env = _program_env(spec.env_vars, job_id, job_dir, python, ray_address)
         env.update(QSFLOW_USER=user, QSFLOW_FUNCTION=spec.full_title, **record_paths(job_dir))
-        env.update(ibm_credentials_env(user))  # for get_runtime_service(); never logged
+        env.update(credentials)
         arguments_text = program_contract.encode_arguments(arguments, environment_info(python).get("qpy_version"))
 
         if not set_job_state(job_id, status.RUNNING, program):

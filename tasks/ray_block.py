@@ -13,6 +13,7 @@ from typing import Optional
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks import prefetched
 from deployments import ray_cluster
 
 BLOCK_NAME = "qsflow-ray"
@@ -37,7 +38,7 @@ def configured_address() -> Optional[str]:
     if os.environ.get("QSFLOW_RAY_SKIP_BLOCK") == "1":
         return None
     try:
-        return RayClusterConfig.load(BLOCK_NAME).address
+        return prefetched.load(RayClusterConfig, BLOCK_NAME).address
     except ValueError:  # no such block saved (or its type is not registered yet)
         return None
 
