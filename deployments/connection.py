@@ -96,9 +96,6 @@ def share_tls_contexts() -> None:
     """
     import importlib
 
-    import certifi
-    from prefect.settings import PREFECT_API_SSL_CERT_FILE
-
     for name in ("prefect.client.orchestration", "prefect._internal.version_checking"):
         with contextlib.suppress(ImportError):
             module = importlib.import_module(name)
@@ -106,7 +103,16 @@ def share_tls_contexts() -> None:
                 module.ssl = _SHARED_TLS  # type: ignore[attr-defined]
     # Built now, the one Prefect's clients ask for: processes forked from this one (the forkserver's runs) start
     # with it instead of each building it for its first client.
-    _SHARED_TLS.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
+    shared_tls_context()
+
+
+def shared_tls_context() -> ssl.SSLContext:
+    """The process's TLS context verifying Prefect's API as its clients do (``PREFECT_API_SSL_CERT_FILE``, else
+    certifi's bundle): built once, for clients of our own (an ``httpx.Client(verify=...)``)."""
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    return _SHARED_TLS.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
 
 
 _SHARED_TLS = _SharedTLS()
