@@ -72,6 +72,11 @@ def prefect_env(url: Optional[str] = None) -> dict[str, str]:
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=os.environ.get(
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1"),
+        # Its event persister writes up to 200 events a transaction (Prefect: 20; still at least every 5 s): a
+        # burst of task runs costs fewer transactions and duplicate-id reads (server CPU per distributed task
+        # 12.6 -> 11.5 and 16.4 -> 13.6 ms in two paired runs). Only the events feed sees them later.
+        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE=os.environ.get(
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "200"),
         PREFECT_CLIENT_MAX_RETRIES=str(max(API_RETRIES, int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES") or 0))),
         # The server runs this same Prefect, without CSRF protection unless it is asked for: a new client (a job's
         # runner makes several) need not ask it for its version and a CSRF token first (6 requests a job).
