@@ -19,7 +19,7 @@ from deployments.access import Principal, ibm_credentials_block
 from flows.data_mounts import mount_namespaces_available
 from serverless_compat import QiskitFunction, ServerlessClient
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, job_status_events
 
 RELIABILITY = PROGRAMS / "reliability"
 INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/qsflowtest::"
@@ -73,7 +73,8 @@ def test_ibm_token_lives_in_a_secret_block_only(client, prefect, qsflow_home):
         # The job got the token (QISKIT_IBM_TOKEN, from the block) ...
         assert result["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
         assert "token given to the job: True instance: True" in job.logs()
-        # ... and nothing Prefect recorded holds it.
+        # ... and nothing Prefect recorded holds it (its events are stored in batches: once its DONE is).
+        job_status_events(prefect, job.job_id, until="DONE")
         recorded = _everything_prefect_recorded(prefect, job.job_id, since)
         assert "WAITING_FOR_QPU" in recorded["states"] and "runtime service" in recorded["logs"]
         assert recorded["artifacts"] != "[]" and "qsflow.job.status" in recorded["events"], recorded["counts"]
