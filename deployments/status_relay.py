@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 AUTOMATION_NAME = "qsflow: job ended -> qsflow.job.status"
 # Completed runs: relayed only when the runner's own DONE did not follow within DONE_GRACE_S seconds.
 COMPLETED_AUTOMATION_NAME = "qsflow: job Completed, no DONE -> qsflow.job.status"
-DONE_GRACE_S = 15  # Prefect's least for a proactive trigger is 10 s; the server checks every 5 s
+DONE_GRACE_S = 10  # the least Prefect takes for a proactive trigger; its server checks them every 5 s
 # The names earlier versions gave it: replaced by this one (ensure).
 FORMER_NAMES = ("qsflow: job ended (Cancelled/Crashed) -> qsflow.job.status",)
 WEBHOOK_BLOCK = "qsflow-status-relay"

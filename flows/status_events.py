@@ -20,7 +20,7 @@ Who emits what — each change is emitted by the process that makes it:
   the runner.
 - All three again from the server's own automations (``deployments.status_relay``): at once for every
   Failed, Crashed or Cancelled state Prefect records, and for a Completed one when no DONE followed within
-  15 s. They are the only report of an end no process saw (a queued run cancelled, a run Crashed by
+  10 s. They are the only report of an end no process saw (a queued run cancelled, a run Crashed by
   Prefect's server, a machine lost between the final state and the hook's event). The hook's DONE names
   the state's type and the run's pool, as the state's event does, so the server counts it for the run.
 
