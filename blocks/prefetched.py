@@ -30,11 +30,13 @@ def blocks(wanted: Iterable[tuple[type[Block], str]]) -> Iterator[None]:
     from prefect.client.schemas.objects import BlockDocument
 
     keys = {(cls.get_block_type_slug(), name) for cls, name in wanted}
+    slugs, names = sorted({slug for slug, _ in keys}), sorted({name for _, name in keys})
     with get_client(sync_client=True) as client:
+        # The filter matches every saved (type, name) pair of these types and names, wanted or not (a Secret named
+        # like the store): at most one document per pair, so room for all of them.
         response = client.request("POST", "/block_documents/filter", json={
-            "block_documents": {"name": {"any_": sorted({name for _, name in keys})}},
-            "block_types": {"slug": {"any_": sorted({slug for slug, _ in keys})}},
-            "include_secrets": True, "limit": 2 * len(keys)})
+            "block_documents": {"name": {"any_": names}}, "block_types": {"slug": {"any_": slugs}},
+            "include_secrets": True, "limit": len(slugs) * len(names)})
         response.raise_for_status()
     found: dict[tuple[str, str], Any] = dict.fromkeys(keys)
     for item in response.json():

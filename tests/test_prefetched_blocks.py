@@ -47,3 +47,21 @@ def test_a_block_of_another_type_with_the_same_name_is_not_served(prefect):
         with pytest.raises(ValueError, match=name):
             prefetched.load(RayClusterConfig, name)
         assert prefetched.load(Secret, name).get() == "not an address"
+
+
+def test_every_wanted_block_is_served_when_other_types_share_their_names(prefect, tmp_path):
+    """Three types by three names: the one read matches all nine saved pairs, and each wanted one is among them."""
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"a-{suffix}", f"b-{suffix}", f"c-{suffix}"]
+    for name in names:
+        QsflowStore(filesystem=LocalFileSystem(basepath=str(tmp_path / name))).save(name)
+        Secret(value=f"secret {name}").save(name)
+        RayClusterConfig(address=f"ray://{name}:10001").save(name)
+    wanted = [(QsflowStore, names[0]), (Secret, names[1]), (RayClusterConfig, names[2])]
+    with prefetched.blocks(wanted):
+        for name in names:  # deleted after the read, as in the first test
+            for cls in (QsflowStore, Secret, RayClusterConfig):
+                prefect.delete_block_document(cls.load(name)._block_document_id)
+        assert prefetched.load(QsflowStore, names[0]).filesystem.basepath == str(tmp_path / names[0])
+        assert prefetched.load(Secret, names[1]).get() == f"secret {names[1]}"
+        assert prefetched.load(RayClusterConfig, names[2]).address == f"ray://{names[2]}:10001"
