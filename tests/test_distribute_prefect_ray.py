@@ -143,17 +143,25 @@ def test_job_tasks_run_as_prefect_tasks_on_ray_task_runner(client, prefect) -> N
 
     (failed,) = [r for r in runs if r.state_type.value != "COMPLETED"]
     assert failed.name.startswith("unlucky") and failed.state_type.value == "FAILED"
+    # the worker's engine is handed the run it creates: no Pending event just before Running (docs/distribute.md)
+    cube_run = next(r for r in runs if r.name.startswith("cube"))
+    assert [s.name for s in _ordered_states(prefect, cube_run.id)] == ["Running", "Completed"]
+    assert [s.name for s in _ordered_states(prefect, failed.id)] == ["Running", "Failed"]
     assert "13 is unlucky" in (failed.state.message or "")
     assert all(r.start_time is not None and r.end_time is not None for r in runs)
 
     # a task run's state events name its flow run, flow and own tags, not the job's deployment, work pool or
     # tags (each related resource costs the server a row; docs/distribute.md)
-    cube_run = next(r for r in runs if r.name.startswith("cube"))
     related = _task_run_event_related(prefect, cube_run.id)
     assert f"prefect.flow-run.{job.job_id}" in related and any(r.startswith("prefect.flow.") for r in related)
     assert "prefect.tag.engine:prefect-ray" in related
     assert not [r for r in related if r.split(".")[1] in ("deployment", "work-queue", "work-pool")], related
     assert "prefect.tag.qsflow-job" not in related, related
+
+
+def _ordered_states(prefect: Any, task_run_id: Any) -> list[Any]:
+    """A task run's recorded states, oldest first."""
+    return sorted(prefect.read_task_run_states(task_run_id), key=lambda state: state.timestamp)
 
 
 def _task_run_event_related(prefect: Any, task_run_id: Any, timeout: float = 60) -> set[str]:
