@@ -51,6 +51,7 @@ def _begin_immediate() -> None:
 async def write_sqlite_events(session: Any, events: list[Any]) -> None:
     """Insert the events not yet stored, with their related resources, as Prefect's SQLite writer does."""
     from prefect.server.database import provide_database_interface
+    from prefect.types._datetime import now
 
     db = provide_database_interface()
     for start in range(0, len(events), _LOOKUP_BATCH):
@@ -60,8 +61,13 @@ async def write_sqlite_events(session: Any, events: list[Any]) -> None:
         fresh = [event for event in batch if event.id not in stored]
         if not fresh:
             continue
-        await session.execute(sa.insert(db.Event.__table__), [event.as_database_row() for event in fresh])
-        resources = [row for event in fresh for row in event.as_database_resource_rows()]
+        # One creation time for the batch's rows: Prefect's column default computes it anew for each row of each
+        # table, ~15% of this writer's CPU (two per row, a task run's event writes eight rows)
+        written = now("UTC")
+        stamp = {"created": written, "updated": written}
+        await session.execute(sa.insert(db.Event.__table__),
+                              [{**event.as_database_row(), **stamp} for event in fresh])
+        resources = [{**row, **stamp} for event in fresh for row in event.as_database_resource_rows()]
         if resources:
             await session.execute(sa.insert(db.EventResource.__table__), resources)
 
