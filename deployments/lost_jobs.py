@@ -11,7 +11,10 @@ automation changes the state of a run that went silent for ``within`` seconds:
 - ``policy="retry"``: the run is scheduled again (``AwaitingRetry``) and another worker runs it from the start.
   Only safe for programs that may run twice: a silent run is presumed dead, not known dead.
 
-A run that a worker claimed (Pending) but never started is covered too. A run's final state event ends the wait;
+A run that a worker claimed (Pending) but never started is covered too, and so is one whose machine died after the
+run entered Running but before its first heartbeat reached the server: Running starts the wait as a heartbeat
+does (it used to only end the wait that Pending began, and such a run was never ended; seen once in a cluster
+load test). A run's final state event ends the wait;
 under ``crash`` Prefect refuses to change a run already final, ``retry`` forces the state (it must, to leave
 Running), so there a final event arriving later than ``within`` would let a finished run be run again.
 """
@@ -50,7 +53,7 @@ def ensure_automation(client: Any, policy: str = "crash", within: float = 90.0) 
         name=AUTOMATION_NAME,
         description=__doc__.split("\n\n")[0],
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Pending"},
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Pending", "prefect.flow-run.Running"},
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Running", "prefect.flow-run.Completed",
                     "prefect.flow-run.Failed", "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed",
                     "prefect.flow-run.Cancelling"},

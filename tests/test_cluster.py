@@ -282,10 +282,11 @@ def test_no_database_is_locked_anywhere(cluster):
 
 def test_a_lost_job_ends_error_under_the_default_crash_policy(cluster, api):
     """The default policy, after the load (no other run is active, so the shortest wait Prefect's heartbeat allows
-    is safe): a job a worker had claimed (Pending) when its machine died ends ERROR, its run Crashed."""
+    is safe): a job a worker had claimed (Pending) when its machine died ends ERROR, its run Crashed; so does one
+    whose machine died right after it entered Running, before any heartbeat."""
     from datetime import datetime, timedelta, timezone
 
-    from prefect.states import Pending, Scheduled
+    from prefect.states import Pending, Running, Scheduled
 
     from deployments import lost_jobs
     from serverless_compat import QiskitFunction, ServerlessClient
@@ -294,13 +295,18 @@ def test_a_lost_job_ends_error_under_the_default_crash_policy(cluster, api):
     client = ServerlessClient(host=cluster["api_url"])
     client.upload(QiskitFunction(title="cluster-claimed", entrypoint="square.py", working_dir=str(PROGRAMS)))
     deployment = api.read_deployment_by_name("cluster-claimed/cluster-claimed")
-    # Due tomorrow, so no worker takes it; then Pending, as when a worker claims a run. No worker ever starts
-    # it: as if the worker's machine died right after claiming it.
-    run = api.create_flow_run_from_deployment(
-        deployment.id, parameters={**deployment.parameters, "arguments": {"n": 1, "read": "none.txt"}},
-        state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=1)))
-    job = client.job(str(run.id))
-    assert api.set_flow_run_state(job.job_id, Pending()).status.value == "ACCEPT"
-    assert job.wait(timeout=180) == "ERROR", _states(api, job.job_id)
-    assert api.read_flow_run(job.job_id).state.type.value == "CRASHED"
-    assert "stopped reporting" in api.read_flow_run(job.job_id).state.message
+    jobs = []
+    for states in ([Pending()], [Pending(), Running()]):
+        # Due tomorrow, so no worker takes it; then Pending, as when a worker claims a run (and Running, as when
+        # it starts it; forced, since Prefect holds a run in Pending until its scheduled time). Nothing runs it or
+        # sends a heartbeat: as if the worker's machine died right then.
+        run = api.create_flow_run_from_deployment(
+            deployment.id, parameters={**deployment.parameters, "arguments": {"n": 1, "read": "none.txt"}},
+            state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=1)))
+        for state in states:
+            assert api.set_flow_run_state(run.id, state, force=state.is_running()).status.value == "ACCEPT"
+        jobs.append(client.job(str(run.id)))
+    for job in jobs:
+        assert job.wait(timeout=180) == "ERROR", _states(api, job.job_id)
+        assert api.read_flow_run(job.job_id).state.type.value == "CRASHED"
+        assert "stopped reporting" in api.read_flow_run(job.job_id).state.message
