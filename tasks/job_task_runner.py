@@ -375,9 +375,9 @@ def _new_task_run(call: dict[str, Any]) -> Any:
     builds it, so that the engine runs it without announcing it first: handed no task run, the engine creates one
     and emits its ``Pending`` state, microseconds before ``Running`` in the same worker. That event told nothing
     the ``Running`` one does not (the run is not waiting anywhere in between) and cost a third of each task run's
-    events: its build and send in the worker, its ingest, storage and recording in the server (measured: ~20% of a
-    warm worker's CPU per trivial task, 20-30% of the server's). Such task runs go Running, then Completed or
-    Failed. ``None`` where this Prefect has no local task-run factory: the engine then creates it as before."""
+    events: its build and send in the worker, its ingest, storage and recording in the server (measured: 15-20% of
+    the engine's CPU per trivial task run in a plain process, 20-30% of the server's). Such task runs go Running,
+    then Completed or Failed. ``None`` where this Prefect has no local task-run factory: the engine then creates it as before."""
     from prefect import task_engine
 
     create = getattr(task_engine, "_create_task_run_locally", None)
