@@ -254,7 +254,10 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
     assert context is not None and context.flow_run is not None
     job_id = str(context.flow_run.id)
     _claim(context.flow_run, program)
-    set_job_state(job_id, status.INITIALIZING, program)
+    if context.flow_run.state_name == status.INITIALIZING:  # the engine's Running was named so (warm worker)
+        status_events.emit_status(job_id, program, status.INITIALIZING)
+    else:
+        set_job_state(job_id, status.INITIALIZING, program)
 
     user = job_user(context.flow_run)
     with prefetched.blocks(_blocks_read(user)):  # one API request for the three
