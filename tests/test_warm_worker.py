@@ -112,3 +112,29 @@ def test_the_objects_handed_to_a_run_are_found_where_prefects_events_code_looks_
     finally:
         RESOURCE_CACHE.pop(f"flow.{flow.id}", None)
         RESOURCE_CACHE.pop(f"work-pool.{pool.name}", None)
+
+
+def test_a_job_suspended_from_outside_while_its_program_runs_still_ends_done(client, prefect, tmp_path) -> None:
+    """The runner's run starts no suspension observer (``warm_worker._without_suspension_observer``): with Prefect's,
+    a run suspended through the API while its program ran stayed Suspended (QUEUED) after the program had finished
+    and saved its result, and a resume would have run the program again."""
+    import time
+    from uuid import UUID
+
+    from prefect.states import Suspended
+
+    function = client.upload(QiskitFunction(title="suspend-outside", entrypoint="main.py",
+                                            working_dir=str(PROGRAMS / "wait_for_flag")))
+    flag = tmp_path / "go"
+    job = function.run(flag=str(flag))
+    deadline = time.monotonic() + 60
+    while not flag.with_name("go.started").exists():
+        assert time.monotonic() < deadline and job.status() not in {"DONE", "ERROR", "CANCELED"}, job.logs()
+        time.sleep(0.1)
+    answer = prefect.set_flow_run_state(UUID(job.job_id), Suspended(timeout_seconds=600), force=True)
+    assert answer.state is not None and answer.state.name == "Suspended", answer
+    flag.touch()
+    assert job.wait(timeout=30, poll=0.2) == "DONE"
+    assert job.result() == {"finished": True}
+    names = [s.name for s in prefect.read_flow_run_states(UUID(job.job_id))]
+    assert names[-2:] == ["Suspended", "Completed"], names
