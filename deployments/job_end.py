@@ -7,6 +7,11 @@ client process keeps one subscription to the server's event stream (``/events/ou
 Crashed, Cancelled, and Cancelling, which reads as CANCELED) and wakes whoever waits for that run. The waiter then
 reads the status once to confirm it.
 
+The event names the state the run entered, so a waiter it wakes takes the job's final status from it (through the
+one status map) instead of reading the flow run. Nor does a wait read the status first when this process created
+the job (:func:`created`) after its stream had opened: the stream carries the end, and ends seen before the wait
+began are kept (``KEEP_ENDS`` per stream). Two reads fewer per job (~8 ms of the server's CPU each here).
+
 An event can be missed (published before the subscription was open and not yet stored for its backfill, or the
 stream lost): waiters still read the status every ``check_every`` seconds, and where no stream can be opened
 they poll at their own interval, as before.
@@ -14,6 +19,7 @@ they poll at their own interval, as before.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import threading
 import time
@@ -28,6 +34,8 @@ FINAL_STATE_TYPES = tuple(t for job_status in sorted(status.TERMINAL) for t in s
 CHECK_EVERY = 5.0
 # How long a first wait gives the stream to open before it reads the status (seconds).
 CONNECT_WAIT = 2.0
+# How many final statuses seen on the stream each watcher keeps, for waits that begin after the end.
+KEEP_ENDS = 4096
 
 
 class _Watcher:
@@ -36,7 +44,9 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[threading.Event]] = {}
+        self._ends: collections.OrderedDict[str, str] = collections.OrderedDict()  # run id -> final status, newest last
         self.connected = threading.Event()
+        self.connected_at = float("inf")  # monotonic time the subscription opened
         self.dead = threading.Event()
         self.settled = threading.Event()  # connected or dead, whichever came first
         self.died_at = 0.0
@@ -59,8 +69,18 @@ class _Watcher:
             if not waiting:
                 self._waiters.pop(job_id, None)
 
-    def _wake(self, job_id: str) -> None:
+    def end_of(self, job_id: str) -> Optional[str]:
+        """The final status the stream said ``job_id`` entered, if it did while this watcher was open."""
         with self._lock:
+            return self._ends.get(job_id)
+
+    def _wake(self, job_id: str, job_status: Optional[str] = None) -> None:
+        with self._lock:
+            if job_status is not None:
+                self._ends[job_id] = job_status
+                self._ends.move_to_end(job_id)
+                while len(self._ends) > KEEP_ENDS:
+                    self._ends.popitem(last=False)
             for woken in self._waiters.get(job_id, []):
                 woken.set()
 
@@ -90,10 +110,15 @@ class _Watcher:
             resource=EventResourceFilter(labels=ResourceSpecification({"prefect.state-type": list(FINAL_STATE_TYPES)})),
         )
         async with PrefectEventSubscriber(filter=final, reconnection_attempts=3) as events:
+            self.connected_at = time.monotonic()
             self.connected.set()
             self.settled.set()
             async for event in events:
-                self._wake(event.resource.id.removeprefix("prefect.flow-run."))
+                state_type = event.resource.get("prefect.state-type")
+                ended_as = None
+                if state_type in FINAL_STATE_TYPES:
+                    ended_as = status.to_job_status(state_type, event.resource.get("prefect.state-name"))
+                self._wake(event.resource.id.removeprefix("prefect.flow-run."), ended_as)
 
 
 _watchers: dict[str, _Watcher] = {}
@@ -115,22 +140,41 @@ def _watcher() -> _Watcher:
     return watcher
 
 
+_created: collections.OrderedDict[str, float] = collections.OrderedDict()  # run id -> monotonic time, newest last
+_created_lock = threading.Lock()
+
+
+def created(job_id: str, since: float) -> None:
+    """This process created the job (its flow run) after ``since`` (a ``time.monotonic()``)."""
+    with _created_lock:
+        _created[job_id] = since
+        while len(_created) > KEEP_ENDS:
+            _created.popitem(last=False)
+
+
 def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optional[float], poll: float,
                check_every: float = CHECK_EVERY) -> Optional[str]:
-    """Call ``ended()`` (the job's final status, or None while it runs) when the job's final-state event arrives,
-    at least every ``check_every`` seconds, or every ``poll`` seconds while no event stream is open; return what
-    it returns once not None, or None after ``timeout`` seconds. Call in the Prefect settings of the job's server.
+    """The job's final status: the one its final-state event names, else what ``ended()`` (the job's final status,
+    or None while it runs) returns, called at the start (unless this process :func:`created` the job while the
+    stream was open), at least every ``check_every`` seconds, or every ``poll`` seconds while no event stream is
+    open; None after ``timeout`` seconds. Call in the Prefect settings of the job's server.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     watcher = _watcher()
     woken = watcher.register(job_id)
     try:
         watcher.settled.wait(CONNECT_WAIT)  # once open, its backfill holds an end from just before it opened
+        with _created_lock:
+            since = _created.get(job_id)
+        read = not (since is not None and _open_since(watcher, since))
         while True:
             woken.clear()
-            status = ended()
-            if status is not None:
-                return status
+            job_status = watcher.end_of(job_id)
+            if job_status is None and read:
+                job_status = ended()
+            read = True
+            if job_status is not None:
+                return job_status
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
@@ -143,3 +187,7 @@ def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optiona
                 watcher, woken = current, current.register(job_id)
     finally:
         watcher.unregister(job_id, woken)
+
+
+def _open_since(watcher: _Watcher, moment: float) -> bool:
+    return watcher.connected.is_set() and not watcher.dead.is_set() and watcher.connected_at <= moment

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import time
 import warnings
 from datetime import datetime
 from typing import Any, Iterator, List, Optional, Union
@@ -200,7 +201,9 @@ class BaseClient:
             with self._api() as client:
                 deployment = _programs.read_deployment(client, full)
                 _images.ready_to_run(client, deployment)
+                submitting = time.monotonic()
                 flow_run = _jobs.submit(client, full, encoded, self._principal.user, parent_job_id, deployment)
+            _job_end.created(str(flow_run.id), submitting)
         except _programs.ProgramNotFound as exc:
             raise client_error(404, str(exc)) from None
         except _images.DockerPoolMissing as exc:

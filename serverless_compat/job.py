@@ -149,15 +149,17 @@ class Job:
         (``maxwait`` > 0 gives up after that many checks). Raises QiskitServerlessException with
         the error for an ERROR job.
         """
+        ended_as = None
         if wait:
             count = 0
             while maxwait == 0 or count < maxwait:
                 count += 1
                 if verbose:
                     logging.info("Waiting for job result. (%d)", count)
-                if self._job_service.wait(self.job_id, timeout=cadence, poll=min(0.2, cadence)) is not None:
+                ended_as = self._job_service.wait(self.job_id, timeout=cadence, poll=min(0.2, cadence))
+                if ended_as is not None:
                     break
-        if self.status() == _status.ERROR:
+        if (ended_as or self.status()) == _status.ERROR:
             raise QiskitServerlessException(self.error_message())
         return self._job_service.result(self.job_id)
 

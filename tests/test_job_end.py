@@ -42,6 +42,19 @@ def test_a_wait_is_woken_by_the_end_not_by_polling(client, naps):
     assert job.result() == {"slept": 3}
 
 
+def test_a_job_this_client_ran_is_waited_for_without_reading_its_status(client, naps):
+    """The stream was open before the job was created, so it will carry the end; the end's event names the state,
+    hence the status. Also for a wait that begins after the end."""
+    assert naps.run(seconds=0).wait(timeout=300) == "DONE"  # the stream is open from here on
+    job = naps.run(seconds=1)
+    reads, ended = _counted(client, job.job_id)
+    with client._api():
+        assert job_end.wait_until(job.job_id, ended, timeout=300, poll=0.05, check_every=120) == "DONE"
+        assert job_end.wait_until(job.job_id, ended, timeout=300, poll=0.05, check_every=120) == "DONE"
+    assert reads == []
+    assert job.status() == "DONE" and job.result() == {"slept": 1}
+
+
 def test_a_stopped_job_wakes_its_waiter(client, naps):
     job = naps.run(seconds=120)
     reads, ended = _counted(client, job.job_id)
