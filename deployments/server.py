@@ -173,11 +173,13 @@ def _start_server(state: dict, timeout: float) -> dict:
 
 
 def serve_api() -> int:
-    """``prefect server start`` with the arguments it is given, with :mod:`deployments.sqlite_tuning` installed:
-    write transactions begun IMMEDIATE, events inserted with executemany (both explained there)."""
-    from deployments import sqlite_tuning
+    """``prefect server start`` with the arguments it is given, with :mod:`deployments.sqlite_tuning` installed
+    (write transactions begun IMMEDIATE, events inserted with executemany; both explained there) and a work pool's
+    polls recorded at most every two seconds (:mod:`deployments.poll_bookkeeping`)."""
+    from deployments import poll_bookkeeping, sqlite_tuning
 
     sqlite_tuning.install()
+    poll_bookkeeping.install()
     from prefect.cli import app
 
     app()
