@@ -4,8 +4,9 @@
                     [--tasks 200] [--circuits 32] [--jobs 20] [--cluster]
 
 One fresh qsflow home (its own embedded Prefect server, worker and local Ray head, all stopped at the end, unless
-QSFLOW_HOME is set), measured once warm: the Ray head up and its pool of warm workers full (:func:`settle`). Prints a table (figure, result, baseline, ratio, goal) and writes every absolute number, the
-ratios and the machine to the JSON file. Wall times are as noisy as the machine; CPU times (from /proc) are given
+QSFLOW_HOME is set), measured once warm: the Ray head up and its pool of warm workers full (:func:`settle`).
+Prints a table (figure, result, baseline, ratio, goal) and writes every absolute number, the ratios and the machine
+to the JSON file. Wall times are as noisy as the machine; CPU times (from /proc) are given
 where a figure has one. ``--cluster`` also runs ``bench/cluster.py`` (its ``run(client) -> dict``) if present.
 """
 

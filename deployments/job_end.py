@@ -4,8 +4,7 @@
 the Prefect server's CPU per read here: a client waiting ten minutes cost the server 30 s of CPU). Instead, each
 client process keeps one subscription to the server's event stream (``/events/out``, Prefect's
 ``PrefectEventSubscriber``) for the state events of flow runs entering a final state type (Completed, Failed,
-Crashed, Cancelled, and Cancelling, which reads as CANCELED) and wakes whoever waits for that run. The waiter then
-reads the status once to confirm it.
+Crashed, Cancelled, and Cancelling, which reads as CANCELED) and wakes whoever waits for that run.
 
 The event names the state the run entered, so a waiter it wakes takes the job's final status from it (through the
 one status map) instead of reading the flow run. Nor does a wait read the status first when this process created
@@ -77,10 +76,7 @@ class _Watcher:
     def _wake(self, job_id: str, job_status: Optional[str] = None) -> None:
         with self._lock:
             if job_status is not None:
-                self._ends[job_id] = job_status
-                self._ends.move_to_end(job_id)
-                while len(self._ends) > KEEP_ENDS:
-                    self._ends.popitem(last=False)
+                _keep_newest(self._ends, job_id, job_status)
             for woken in self._waiters.get(job_id, []):
                 woken.set()
 
@@ -147,9 +143,7 @@ _created_lock = threading.Lock()
 def created(job_id: str, since: float) -> None:
     """This process created the job (its flow run) after ``since`` (a ``time.monotonic()``)."""
     with _created_lock:
-        _created[job_id] = since
-        while len(_created) > KEEP_ENDS:
-            _created.popitem(last=False)
+        _keep_newest(_created, job_id, since)
 
 
 def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optional[float], poll: float,
@@ -187,6 +181,14 @@ def wait_until(job_id: str, ended: Callable[[], Optional[str]], timeout: Optiona
                 watcher, woken = current, current.register(job_id)
     finally:
         watcher.unregister(job_id, woken)
+
+
+def _keep_newest(kept: collections.OrderedDict, key: str, value: object) -> None:
+    """``kept[key] = value`` as its newest entry, dropping the oldest beyond ``KEEP_ENDS``."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > KEEP_ENDS:
+        kept.popitem(last=False)
 
 
 def _open_since(watcher: _Watcher, moment: float) -> bool:

@@ -151,8 +151,6 @@ def _running_named_initializing() -> None:
     the status event when the state already has that name. Only in this process, which runs one runner flow run
     (an engine's retry enters ``Running`` again, and the runner starts over: INITIALIZING again). Guarded: a Prefect
     whose flow engine does not propose its states with ``prefect.states.Running`` is left as it is."""
-    import functools
-
     import prefect.flow_engine as engine
     from prefect.states import Running
 

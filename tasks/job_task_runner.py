@@ -377,7 +377,8 @@ def _new_task_run(call: dict[str, Any]) -> Any:
     the ``Running`` one does not (the run is not waiting anywhere in between) and cost a third of each task run's
     events: its build and send in the worker, its ingest, storage and recording in the server (measured: 15-20% of
     the engine's CPU per trivial task run in a plain process, 20-30% of the server's). Such task runs go Running,
-    then Completed or Failed. ``None`` where this Prefect has no local task-run factory: the engine then creates it as before."""
+    then Completed or Failed. ``None`` where this Prefect has no local task-run factory: the engine then creates it
+    as before."""
     from prefect import task_engine
 
     create = getattr(task_engine, "_create_task_run_locally", None)
