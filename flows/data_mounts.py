@@ -82,9 +82,11 @@ class JobData:
             env["FUNCTION_DATA_PATH"] = str(self.function_data_dir)
         return env
 
-    def wrap(self, command: list[str]) -> list[str]:
+    def mount_setup(self) -> Optional[list[str]]:
+        """The command that, run in the program's own private mount namespace, mounts its data directories;
+        the program's command follows it (``sh -c SCRIPT qsflow-mount OP... --``). None when not mounted."""
         if not self.mounted:
-            return command
+            return None
         mounts = {DATA_MOUNT: self.data_dir}
         if self.function_data_dir is not None:
             mounts[FUNCTION_DATA_MOUNT] = self.function_data_dir
@@ -95,8 +97,14 @@ class JobData:
             # data folder is an empty tmpfs, with only the job's own scopes bound back in place.
             ops += ["hide", str(root)]
             ops += [arg for target, source in mounts.items() for arg in ("bind", target, str(Path(source).resolve()))]
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_SCRIPT, "qsflow-mount",
-                *ops, "--", *command]
+        return ["sh", "-c", _MOUNT_SCRIPT, "qsflow-mount", *ops, "--"]
+
+    def wrap(self, command: list[str]) -> list[str]:
+        """``command`` started in a new private mount namespace with the data directories mounted."""
+        setup = self.mount_setup()
+        if setup is None:
+            return command
+        return ["unshare", "--mount", "--propagation", "private", *setup, *command]
 
 
 @contextlib.contextmanager
