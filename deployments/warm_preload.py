@@ -30,19 +30,7 @@ from deployments.prefect_models import build_deferred_models
 build_deferred_models()
 
 
-def _run_settings_variables() -> dict[str, str]:
-    """The ``PREFECT_*`` variables a run the worker starts gets when its settings are this process's: the worker
-    passes its environment plus its settings written out (``to_environment_variables``: ``False``, ``5.0`` ...)."""
-    import os
-
-    from prefect.settings import get_current_settings
-
-    from deployments.warm_worker import settings_variables
-
-    variables = settings_variables(os.environ)
-    variables.update(get_current_settings().to_environment_variables(exclude_unset=True))
-    return variables
-
-
 # Compared with each run's by ``deployments.warm_worker._execute``: equal, the run keeps these settings.
-RUN_SETTINGS_VARIABLES = _run_settings_variables()
+from deployments.warm_worker import run_settings_variables
+
+RUN_SETTINGS_VARIABLES = run_settings_variables()

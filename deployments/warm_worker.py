@@ -110,6 +110,33 @@ def settings_variables(environ: Any) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith("PREFECT_") and not k.startswith("PREFECT__")}
 
 
+def run_settings_variables() -> dict[str, str]:
+    """The ``PREFECT_*`` variables a run the worker starts gets when its settings are this process's: the worker
+    passes its environment plus its settings written out (``to_environment_variables``: ``False``, ``5.0`` ...)."""
+    from prefect.settings import get_current_settings
+
+    variables = settings_variables(os.environ)
+    variables.update(get_current_settings().to_environment_variables(exclude_unset=True))
+    return variables
+
+
+def start_program_zygote() -> Optional[Any]:
+    """Start the zygote the runs fork their programs from (:mod:`deployments.program_zygote`), with the environment
+    a job's program gets (``flows.runner._program_env``) but for the job's own variables, and tell the runs where
+    it listens. None when turned off (``QSFLOW_PROGRAM_ZYGOTE=0``)."""
+    from deployments import program_zygote
+    from deployments.ray_cluster import configured_address, driver_env
+    from deployments.settings import home
+
+    if not program_zygote.enabled():
+        return None
+    env = {**os.environ, **run_settings_variables(), "PYTHONUNBUFFERED": "1"}
+    env.update(driver_env(configured_address() or "127.0.0.1:0"))
+    path = program_zygote.socket_path(home())
+    os.environ[program_zygote.SOCKET_ENV] = path
+    return program_zygote.launch(path, env)
+
+
 def _heartbeats_without_join() -> None:
     """Prefect's flow-run heartbeat thread sleeps in 1 s steps and the sync engine joins it when the run ends:
     0.5 s on average added to every job (py-spy). Prefect's async engine does not join it; do the same here (the
@@ -387,8 +414,14 @@ def serve(pool: str, name: Optional[str] = None, limit: Optional[int] = None,
     from deployments.connection import share_tls_contexts
 
     share_tls_contexts()  # the worker's clients too (its forked runs get it from PRELOAD)
+    zygote = start_program_zygote()  # before the forkserver starts: it and the runs get where it listens
     warm_up()
     print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
-    anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
-                                prefetch_seconds=prefetch_seconds))
+    try:
+        anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
+                                    prefetch_seconds=prefetch_seconds))
+    finally:
+        if zygote is not None:
+            zygote.terminate()
+            zygote.wait()
 

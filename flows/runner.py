@@ -13,12 +13,10 @@ flow run's logs; its saved result goes to the store under ``jobs/<job id>/result
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tarfile
 from collections import deque
@@ -40,6 +38,7 @@ from flows.data_mounts import job_data
 from flows.job_outputs import PROGRAM_LOGGER, cancel_runtime_jobs, publish, record_paths, route_line
 from flows.environments import ALIAS_DIR, environment_info, python_for
 from flows import job_gateway, program_contract
+from deployments import program_zygote
 
 QSFLOW_ROOT = Path(__file__).resolve().parent.parent
 # Children of Prefect's flow-run logger reach the API; job.logs() shows the program's and the
@@ -102,12 +101,6 @@ def _refuse_unsafe(member: tarfile.TarInfo, target: Path) -> None:
                                "directory or is not a plain file; upload the function again from its working_dir.")
 
 
-def _die_with_parent() -> None:
-    """In the child: receive SIGKILL if the runner dies, so no program outlives its job."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _program_env(spec_env: dict[str, str], job_id: str, job_dir: Path, python: str,
                  ray_address: str) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
@@ -142,9 +135,10 @@ def job_logger(name: str) -> PrefectLogAdapter:
     return PrefectLogAdapter(logging.getLogger(name), extra=get_run_logger().extra)
 
 
-def _run_child(command: list[str], cwd: Path, env: dict[str, str],
-               provider_function: bool) -> tuple[int, list[str]]:
-    """Run the program, streaming its merged stdout/stderr into the job's (and provider's) logs."""
+def _run_child(command: list[str], cwd: Path, env: dict[str, str], provider_function: bool,
+               mount_setup: Optional[list[str]] = None) -> tuple[int, list[str]]:
+    """Run the program (forked by the worker's program zygote when it can be), streaming its merged stdout/stderr
+    into the job's (and provider's) logs."""
     loggers: dict[str, PrefectLogAdapter] = {}
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     marker = program_contract.ResultMarker(Path(env["RESULTS_PATH"]))  # releases <= 0.32 without a gateway
@@ -156,11 +150,7 @@ def _run_child(command: list[str], cwd: Path, env: dict[str, str],
             loggers[name] = job_logger(name)
         loggers[name].info(text)
 
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-        start_new_session=True, preexec_fn=_die_with_parent,
-    )
+    process = program_zygote.start(command, cwd, env, mount_setup)
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -297,8 +287,9 @@ def run_program(program: str, version: int, arguments: Optional[dict[str, Any]] 
                 env.update(arguments_env)
                 env.update(gateway.env(env))
                 with recording(job_dir, env, job_id):  # the program's distributed tasks become task runs
-                    returncode, tail = _run_child(data.wrap([python, spec.entrypoint]), work_dir, env,
-                                                  provider_function=spec.provider is not None)
+                    returncode, tail = _run_child([python, spec.entrypoint], work_dir, env,
+                                                  provider_function=spec.provider is not None,
+                                                  mount_setup=data.mount_setup())
         except BaseException:
             # Stopped (Prefect cancelled the flow run) or crashed: the QPU work must stop too.
             cancel_runtime_jobs(env, runner_log)

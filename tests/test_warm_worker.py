@@ -19,6 +19,8 @@ def test_runner_runs_are_forked_from_the_warm_forkserver(client, prefect) -> Non
         # the runner process is a child of the forkserver that preloaded Prefect's engine and qsflow's runner
         assert "multiprocessing.forkserver" in result["runner_command"], result
         assert "deployments.warm_preload" in result["runner_command"], result
+        # ... and the program is forked by the worker's program zygote, with Qiskit already loaded
+        assert "deployments.program_zygote" in result["parent_command"] and result["preloaded"], result
     assert results[0]["runner_pid"] != results[1]["runner_pid"]  # one process per run
 
     worker_pid = server.status()["worker_pid"]

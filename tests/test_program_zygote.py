@@ -1,0 +1,197 @@
+"""The program zygote (deployments/program_zygote.py): a forked program is the process ``python main.py`` is.
+
+Each check runs the same program both ways, forked by a real zygote and as a plain ``python main.py`` subprocess,
+and compares what the program saw and printed, its exit status and its files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments import program_zygote
+from flows.data_mounts import DATA_MOUNT, JobData, mount_namespaces_available
+
+PROBE = textwrap.dedent('''
+    import atexit, json, os, sys, threading, time
+    preloaded = "qiskit" in sys.modules  # before the program imports anything itself
+    seen = {"argv": sys.argv, "file": __file__, "name": __name__, "path0": sys.path[0], "cwd": os.getcwd(),
+            "variable": os.environ.get("PROBE_VARIABLE"), "group_leader": os.getpgid(0) == os.getpid(),
+            "stdin": sys.stdin.read(), "job_path": os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] in sys.path}
+    import numpy
+    seen["random"] = int(numpy.random.randint(1 << 30))
+    print("SEEN " + json.dumps(seen) + " PRELOADED " + str(preloaded), flush=True)
+    left_open = open("left-open.txt", "w")
+    left_open.write("written, never closed")
+    atexit.register(lambda: print("atexit handler ran"))
+    threading.Thread(target=lambda: (time.sleep(0.2), print("thread finished"))).start()
+    mode = os.environ.get("PROBE_MODE")
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "message":
+        sys.exit("stopped with a message")
+    if mode == "raise":
+        raise ValueError("the program failed")
+''')
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("zygote") / "z.sock")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = program_zygote.launch(path, env)
+    _wait_for(lambda: os.path.exists(path), what="the zygote's socket")
+    yield path, env
+    process.terminate()
+    process.wait(timeout=30)
+    assert not os.path.exists(path), "the zygote removes its socket when stopped"
+
+
+def _wait_for(condition, what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _program(tmp_path: Path, source: str = PROBE, name: str = "program") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "main.py").write_text(source)
+    return folder
+
+
+def _run(folder: Path, env: dict, forked_by: str | None, mount_setup=None) -> tuple[int, str]:
+    """Run ``python main.py`` in ``folder``: forked by the zygote at ``forked_by``, else as a subprocess."""
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(folder.parent), env.get("PYTHONPATH", "")])}
+    command = [sys.executable, "main.py"]
+    if forked_by is None:
+        process = program_zygote.start(command, folder, env, mount_setup)
+        assert isinstance(process, subprocess.Popen)
+    else:
+        process = program_zygote.ForkedProgram(forked_by, command, folder, env, mount_setup)
+    output = process.stdout.read()
+    return process.wait(), output
+
+
+@pytest.mark.parametrize("mode, status", [("", 0), ("exit", 3), ("message", 1), ("raise", 1)])
+def test_a_forked_program_is_the_process_python_main_py_is(zygote, tmp_path, mode, status):
+    path, env = zygote
+    env = {**env, "PROBE_VARIABLE": "job value", "PROBE_MODE": mode}
+    fresh_folder, forked_folder = _program(tmp_path, name="fresh"), _program(tmp_path, name="forked")
+    fresh_status, fresh = _run(fresh_folder, env, forked_by=None)
+    forked_status, forked = _run(forked_folder, env, forked_by=path)
+
+    assert "PRELOADED False" in fresh and "PRELOADED True" in forked  # forked from the zygote indeed
+    assert (forked_status, fresh_status) == (status, status)
+    same_folder = forked.replace(str(forked_folder), str(fresh_folder))
+    assert same_folder.split(" PRELOADED ")[1][len("True"):] == fresh.split(" PRELOADED ")[1][len("False"):]
+    assert {**_seen(same_folder), "random": None} == {**_seen(fresh), "random": None}
+    seen = _seen(forked)
+    assert seen["argv"] == ["main.py"] and seen["name"] == "__main__" and seen["stdin"] == ""
+    assert seen["file"] == str(forked_folder / "main.py") and seen["path0"] == str(forked_folder)
+    assert seen["cwd"] == str(forked_folder) and seen["variable"] == "job value"
+    assert seen["group_leader"] and seen["job_path"]
+    assert forked.rstrip().endswith("thread finished\natexit handler ran")
+    if mode == "raise":
+        assert f'Traceback (most recent call last):\n  File "{forked_folder / "main.py"}"' in forked
+        assert "program_zygote" not in forked
+    for folder in (fresh_folder, forked_folder):
+        assert (folder / "left-open.txt").read_text() == "written, never closed"
+
+
+def _seen(output: str) -> dict:
+    import json
+
+    line = next(line for line in output.splitlines() if line.startswith("SEEN "))
+    return json.loads(line.removeprefix("SEEN ").split(" PRELOADED ")[0])
+
+
+def test_forked_programs_do_not_share_the_zygotes_random_state(zygote, tmp_path):
+    path, env = zygote
+    draws = {_seen(_run(_program(tmp_path, name=f"p{i}"), env, forked_by=path)[1])["random"] for i in range(3)}
+    assert len(draws) == 3
+
+
+def test_a_variable_read_at_import_or_a_shadowing_module_gets_a_fresh_interpreter(zygote, tmp_path):
+    path, env = zygote
+    status, output = _run(_program(tmp_path, name="ray_variable"), {**env, "RAY_DEDUP_LOGS": "7"}, forked_by=path)
+    assert status == 0 and "PRELOADED False" in output
+
+    folder = _program(tmp_path, PROBE + "\nimport qiskit\nprint(qiskit.OWN)\n", name="shadowing")
+    (folder / "qiskit.py").write_text("OWN = 'the program folder qiskit.py'\n")
+    status, output = _run(folder, env, forked_by=path)
+    assert status == 0 and "PRELOADED False" in output and "the program folder qiskit.py" in output
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state == "Z"
+
+
+def test_the_program_dies_with_its_runner(zygote, tmp_path):
+    path, env = zygote
+    folder = _program(tmp_path, "import time\ntime.sleep(600)\n")
+    runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f'''
+        import sys, time
+        sys.path.insert(0, {str(Path(program_zygote.__file__).parent.parent)!r})
+        from pathlib import Path
+        from deployments.program_zygote import ForkedProgram
+        program = ForkedProgram({path!r}, [sys.executable, "main.py"], Path({str(folder)!r}), {env!r}, None)
+        print(program.pid, flush=True)
+        time.sleep(600)
+    ''')], stdout=subprocess.PIPE, text=True)
+    pid = int(runner.stdout.readline())
+    assert not _gone(pid)
+    runner.kill()
+    runner.wait()
+    _wait_for(lambda: _gone(pid), what="the program to be killed")
+
+
+def test_the_program_dies_with_the_zygote_and_the_runner_gets_its_status(tmp_path):
+    path = str(tmp_path / "own.sock")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    zygote = program_zygote.launch(path, env)
+    try:
+        _wait_for(lambda: os.path.exists(path), what="the zygote's socket")
+        program = program_zygote.ForkedProgram(path, [sys.executable, "main.py"],
+                                               _program(tmp_path, "import time\ntime.sleep(600)\n"), env, None)
+        assert program.poll() is None
+        zygote.kill()
+        assert program.wait() == -signal.SIGKILL
+        _wait_for(lambda: _gone(program.pid), what="the program to be killed")
+    finally:
+        zygote.kill()
+        zygote.wait()
+
+
+def test_without_a_zygote_the_program_is_a_subprocess(tmp_path, monkeypatch):
+    monkeypatch.setenv(program_zygote.SOCKET_ENV, str(tmp_path / "nobody-listens.sock"))
+    process = program_zygote.start([sys.executable, "-c", "print('plain')"], tmp_path, dict(os.environ), None)
+    assert isinstance(process, subprocess.Popen) and process.stdout.read() == "plain\n" and process.wait() == 0
+
+
+@pytest.mark.skipif(not mount_namespaces_available(), reason="needs root and util-linux unshare")
+def test_a_forked_program_sees_its_data_mount_alone(zygote, tmp_path):
+    path, env = zygote
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "input.txt").write_text("the job's data file")
+    setup = JobData(data_dir=data, function_data_dir=None, mounted=True).mount_setup()
+    source = PROBE + f"\nprint('DATA', open({DATA_MOUNT!r} + '/input.txt').read())\n"
+    for forked_by in (path, None):
+        status, output = _run(_program(tmp_path, source, name=f"mounted-{bool(forked_by)}"), env, forked_by, setup)
+        assert status == 0 and "DATA the job's data file" in output
+        assert ("PRELOADED True" in output) == bool(forked_by)
+    assert not Path(DATA_MOUNT, "input.txt").exists()  # the mount stayed in the program's namespace
