@@ -58,6 +58,24 @@ def parent(pid: int) -> Optional[int]:
     return int(fields[1]) if fields else None
 
 
+def output_reader(pid: int) -> Optional[int]:
+    """The other process holding process ``pid``'s stdout pipe (a job's runner, which streams its program's output:
+    the program's parent may be the worker's program zygote), None if there is none."""
+    try:
+        pipe = os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == pid:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == pipe:
+                        return int(proc.name)
+    return None
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process under ``pid`` (children, their children, ...), from ``/proc``."""
     children: dict[int, list[int]] = {}

@@ -16,7 +16,12 @@ joined and ``atexit`` handlers run at its end. It ``exec``\\ s a fresh interpret
 setup) when forking could differ from that: a variable read when the preloaded libraries were imported
 (:data:`IMPORT_TIME_PREFIXES`) differs from the zygote's, or the program's folder holds a module of a preloaded
 name. The runner kills the program's group as before; the zygote kills it when the runner goes away, and a program
-dies with the zygote.
+dies with the zygote. Once its worker is gone (killed alone: its jobs run on) the zygote takes no more programs and
+leaves after the last.
+
+What still tells a forked program apart: its parent is the zygote; Ray, Prefect and Qiskit are in ``sys.modules``
+before it imports them; its string hashes are seeded as the zygote's; and at its end objects it still holds are
+not torn down (their ``__del__`` does not run, which Python does not promise either; its open files are flushed).
 
 ``QSFLOW_PROGRAM_ZYGOTE=0`` turns it off (the worker then starts none). Protocol, one connection per program:
 the runner sends a 4-byte length with its stdout pipe's write end (``SCM_RIGHTS``), then that many bytes of JSON
@@ -39,6 +44,7 @@ import struct
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,18 +62,41 @@ _INT = struct.Struct("!i")
 _CLONE_NEWNS, _MS_REC, _MS_PRIVATE, _PR_SET_PDEATHSIG = 0x00020000, 16384, 1 << 18, 1
 
 
-def socket_path(home: Path) -> str:
-    """Where the zygote of the qsflow home ``home`` listens (a Unix socket path must stay under 108 bytes)."""
-    path = home / "program-zygote.sock"
-    if len(str(path)) < 100:
+def socket_path(home: Path, worker: int) -> str:
+    """Where the zygote of the worker ``worker`` (a pid) with the qsflow home ``home`` listens: one per worker, as
+    several may share a home. Only its user may connect (a connection runs code as that user)."""
+    path = home / f"program-zygote-{worker}.sock"
+    if len(str(path)) < 100:  # a Unix socket's path must stay under 108 bytes
         return str(path)
     import hashlib
 
-    return f"/tmp/qsflow-zygote-{hashlib.sha256(str(home).encode()).hexdigest()[:16]}.sock"
+    return f"/tmp/qsflow-zygote-{hashlib.sha256(str(home).encode()).hexdigest()[:16]}-{worker}.sock"
 
 
 def enabled() -> bool:
     return os.environ.get(SOCKET_ENV) != "0"
+
+
+def listening(path: str) -> bool:
+    """Whether a zygote takes programs at ``path`` now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def wait_until_listening(process: subprocess.Popen, path: str, timeout: float = 120.0) -> bool:
+    """Wait until the zygote ``process`` takes programs at ``path``; False if it ended or took too long."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not listening(path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def import_time_variables(env: Any) -> dict[str, str]:
@@ -178,15 +207,36 @@ class _Program:
         self.entry = entry
 
 
-def _serve(listener: socket.socket, base_path: list[str], own_variables: list[dict[str, str]],
-           import_effects: dict[str, str], preloaded: frozenset[str]) -> _Program:
-    """Fork a program per request until stopped; returns only in a forked child, ready to run its program."""
+@dataclass(frozen=True)
+class _Loaded:
+    """What the zygote imported, and what a program forked from it must match to be run in it."""
+
+    base_path: list[str]  # the interpreter's own sys.path (a program's folder and PYTHONPATH go before)
+    variables: list[dict[str, str]]  # the import-time variables it was imported with (before, after the imports)
+    import_effects: dict[str, str]  # what the imports set in the environment
+    names: frozenset[str]  # top-level modules loaded
+
+
+def _serve(listener: socket.socket, worker: int, loaded: _Loaded) -> _Program:
+    """Fork a program per request; once the worker is gone, take no more and end with the last program (a job
+    outlives its worker killed alone, as Prefect's runs do). Returns only in a forked child, ready to run."""
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
+    worker_fd = os.pidfd_open(worker)
+    selector.register(worker_fd, selectors.EVENT_READ, "worker")
     children: dict[int, tuple[Optional[socket.socket], int]] = {}  # pid -> (its runner's connection, its pidfd)
     while True:
         for key, _ in selector.select():
+            if key.data == "worker":
+                selector.unregister(worker_fd)
+                os.close(worker_fd)
+                selector.unregister(listener)
+                listener.close()
+                worker_fd = -1
+                continue
             if key.data is None:
+                if worker_fd < 0:  # closed in this round
+                    continue
                 conn, _ = listener.accept()
                 try:
                     request, fds = _receive_request(conn)
@@ -200,12 +250,14 @@ def _serve(listener: socket.socket, base_path: list[str], own_variables: list[di
                 if pid == 0:
                     selector.close()
                     listener.close()
+                    if worker_fd >= 0:
+                        os.close(worker_fd)
                     for other, pidfd in children.values():
                         if other is not None:
                             other.close()
                         os.close(pidfd)
                     conn.close()
-                    return _become_program(request, fds[0], base_path, own_variables, import_effects, preloaded)
+                    return _become_program(request, fds[0], loaded)
                 with contextlib.suppress(OSError):
                     os.setpgid(pid, pid)  # the child does too: the runner may kill its group at once
                 for fd in fds:
@@ -218,6 +270,8 @@ def _serve(listener: socket.socket, base_path: list[str], own_variables: list[di
                 selector.register(conn, selectors.EVENT_READ, ("runner", pid))
                 continue
             event, pid = key.data
+            if pid not in children or (event == "runner" and children[pid][0] is None):
+                continue  # ended, or its connection closed, earlier in this round
             conn, pidfd = children[pid]
             if event == "runner":  # the runner sent nothing more to read: it closed, or died
                 with contextlib.suppress(OSError):
@@ -237,6 +291,8 @@ def _serve(listener: socket.socket, base_path: list[str], own_variables: list[di
                         conn.sendall(_INT.pack(os.waitstatus_to_exitcode(status)))
                     conn.close()
                 del children[pid]
+        if worker_fd < 0 and not children:
+            raise SystemExit(0)
 
 
 def _receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -257,9 +313,7 @@ def _receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(payload), fds
 
 
-def _become_program(request: dict[str, Any], output: int, base_path: list[str],
-                    own_variables: list[dict[str, str]], import_effects: dict[str, str],
-                    preloaded: frozenset[str]) -> _Program:
+def _become_program(request: dict[str, Any], output: int, loaded: _Loaded) -> _Program:
     """In the forked child: set up the process ``python main.py`` would be, then exec it or return to run it."""
     parent = os.getppid()
     os.setpgid(0, 0)
@@ -283,18 +337,18 @@ def _become_program(request: dict[str, Any], output: int, base_path: list[str],
         os._exit(126)
     os.environ.clear()
     os.environ.update(env)
-    if (len(command) != 2 or command[0] != sys.executable or import_time_variables(env) not in own_variables
-            or _shadows(Path(command[1]).resolve().parent, preloaded)):
+    if (len(command) != 2 or command[0] != sys.executable or import_time_variables(env) not in loaded.variables
+            or _shadows(Path(command[1]).resolve().parent, loaded.names)):
         try:
             os.execvp(command[0], command)
         except OSError as exc:
             print(f"qsflow: the program could not be started: {exc}", file=sys.stderr, flush=True)
             os._exit(127)
-    sys.argv = [command[1]]
-    os.environ.update(import_effects)
+    sys.argv, sys.orig_argv = [command[1]], list(command)
+    os.environ.update(loaded.import_effects)
     entry = os.path.abspath(command[1])  # the program's __file__, as Python >= 3.9 gives it
     job_path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [os.path.dirname(os.path.realpath(entry)), *job_path, *base_path]
+    sys.path[:] = [os.path.dirname(os.path.realpath(entry)), *job_path, *loaded.base_path]
     if "numpy" in sys.modules:  # the zygote's seed would be every program's (Python's random reseeds itself)
         sys.modules["numpy"].random.seed()
     return _Program(entry)
@@ -384,44 +438,46 @@ def _end(status: int, interrupted: bool) -> None:
 
 def main(argv: list[str]) -> None:
     path, worker = argv[0], int(argv[1])
-    die_with_parent()
     if os.getppid() != worker:
         return
     base_path = sys.path[1:]  # without the -m folder; the job's PYTHONPATH goes before these
     own_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    base_path = [p for p in base_path if p not in own_path]
     import importlib
 
-    own_variables, before = import_time_variables(os.environ), dict(os.environ)
+    before = dict(os.environ)
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    # what the imports set (Ray: RAY_CLIENT_MODE), as a program importing them sets it
-    import_effects = {k: v for k, v in os.environ.items() if before.get(k) != v}
-    # a job's environment has them too when its runner imported the same (qsflow's runner imports Ray)
-    own_variables = [own_variables, import_time_variables(os.environ)]
-    # Out of the collector's sight: a forked program's end (its interpreter's collections) took ~0.5 s more with
-    # them, and its pages stay shared with the zygote's.
-    gc.freeze()
     if threading.active_count() != 1:
         print(f"qsflow program zygote: not started, importing {PRELOAD} started threads", file=sys.stderr)
         return
-    preloaded = frozenset(name.split(".", 1)[0] for name in sys.modules)
+    # Out of the collector's sight: a forked program's end (its interpreter's collections) took ~0.5 s more with
+    # them, and its pages stay shared with the zygote's.
+    gc.freeze()
+    loaded = _Loaded(
+        base_path=[p for p in base_path if p not in own_path],
+        # a job's environment has what the imports set too when its runner imported the same (it imports Ray)
+        variables=[import_time_variables(before), import_time_variables(os.environ)],
+        import_effects={k: v for k, v in os.environ.items() if before.get(k) != v},  # Ray: RAY_CLIENT_MODE
+        names=frozenset(name.split(".", 1)[0] for name in sys.modules),
+    )
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
     listener.bind(path)
     os.umask(old_umask)
+    listener_inode = os.stat(path).st_ino  # a later worker's zygote may listen at the same path
     listener.listen(64)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     zygote = os.getpid()
     try:
-        program = _serve(listener, base_path, own_variables, import_effects, preloaded)
+        program = _serve(listener, worker, loaded)
     finally:
-        if os.getpid() == zygote:  # stopped (a forked program returns here too, and leaves the socket alone)
+        if os.getpid() == zygote:  # stopped, or its worker gone (a forked program returns here too)
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                if os.stat(path).st_ino == listener_inode:
+                    os.unlink(path)
     _run(program)
 
 

@@ -16,7 +16,8 @@ the informational ``Submitting`` state (:meth:`WarmProcessWorker._propose_submit
 its ``Running`` state ``INITIALIZING`` (:func:`_running_named_initializing`) and starts no suspension observer
 (:func:`_without_suspension_observer`), and it hands each run
 the flow, deployment, work queue and work pool its events name, which the run would otherwise read from the API
-(:meth:`WarmProcessWorker._related_objects`).
+(:meth:`WarmProcessWorker._related_objects`). It also starts the program zygote that forks its runs' programs
+(:func:`start_program_zygote`, :mod:`deployments.program_zygote`).
 
 Started by ``qsflow worker`` (:mod:`deployments.worker`: any Prefect server, Prefect's worker options such as
 ``--limit``), which is also the embedded default's worker (:mod:`deployments.server`); ``QSFLOW_WARM_WORKER=0``
@@ -48,6 +49,7 @@ RELATED_TTL_S = 60.0  # how long the worker reuses a run's flow, deployment, wor
 PRELOAD = ["deployments.warm_preload", "deployments.warm_worker"]
 
 _forkserver: Optional[multiprocessing.context.BaseContext] = None
+_program_zygote: Optional[Any] = None  # this worker's (deployments.program_zygote)
 
 
 def forkserver() -> multiprocessing.context.BaseContext:
@@ -132,7 +134,7 @@ def start_program_zygote() -> Optional[Any]:
         return None
     env = {**os.environ, **run_settings_variables(), "PYTHONUNBUFFERED": "1"}
     env.update(driver_env(configured_address() or "127.0.0.1:0"))
-    path = program_zygote.socket_path(home())
+    path = program_zygote.socket_path(home(), os.getpid())
     os.environ[program_zygote.SOCKET_ENV] = path
     return program_zygote.launch(path, env)
 
@@ -414,14 +416,17 @@ def serve(pool: str, name: Optional[str] = None, limit: Optional[int] = None,
     from deployments.connection import share_tls_contexts
 
     share_tls_contexts()  # the worker's clients too (its forked runs get it from PRELOAD)
-    zygote = start_program_zygote()  # before the forkserver starts: it and the runs get where it listens
+    global _program_zygote
+    _program_zygote = start_program_zygote()  # before the forkserver: it and the runs learn where it listens
     warm_up()
     print(f"qsflow warm worker: forkserver ready ({len(PRELOAD)} modules preloaded)", file=sys.stderr, flush=True)
-    try:
-        anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
-                                    prefetch_seconds=prefetch_seconds))
-    finally:
-        if zygote is not None:
-            zygote.terminate()
-            zygote.wait()
+    if _program_zygote is not None:  # a job taken before would import all it preloads itself, beside it
+        from deployments import program_zygote
+
+        ready = program_zygote.wait_until_listening(_program_zygote, os.environ[program_zygote.SOCKET_ENV])
+        state = "ready" if ready else "not started: programs start as subprocesses"
+        print(f"qsflow warm worker: program zygote {state}", file=sys.stderr, flush=True)
+    # the zygote leaves by itself once this process has, after its last running program
+    anyio.run(functools.partial(_serve, pool, name, limit=limit, work_queues=work_queues,
+                                prefetch_seconds=prefetch_seconds))
 

@@ -6,6 +6,7 @@ and compares what the program saw and printed, its exit status and its files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from flows.data_mounts import DATA_MOUNT, JobData, mount_namespaces_available
 PROBE = textwrap.dedent('''
     import atexit, json, os, sys, threading, time
     preloaded = "qiskit" in sys.modules  # before the program imports anything itself
-    seen = {"argv": sys.argv, "file": __file__, "name": __name__, "path0": sys.path[0], "cwd": os.getcwd(),
+    seen = {"argv": sys.argv, "orig_argv": sys.orig_argv, "file": __file__, "name": __name__, "path0": sys.path[0], "cwd": os.getcwd(),
             "variable": os.environ.get("PROBE_VARIABLE"), "group_leader": os.getpgid(0) == os.getpid(),
             "stdin": sys.stdin.read(), "job_path": os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] in sys.path}
     import numpy
@@ -195,3 +196,33 @@ def test_a_forked_program_sees_its_data_mount_alone(zygote, tmp_path):
         assert status == 0 and "DATA the job's data file" in output
         assert ("PRELOADED True" in output) == bool(forked_by)
     assert not Path(DATA_MOUNT, "input.txt").exists()  # the mount stayed in the program's namespace
+
+
+def test_a_zygote_whose_worker_is_gone_takes_no_more_programs_and_ends_with_its_last(tmp_path):
+    """Its worker killed alone: the running program goes on to its end (the job outlives its worker, as
+    tests/test_worker_cli.py checks for whole jobs), no new program is forked, and the zygote then leaves."""
+    path = str(tmp_path / "drain.sock")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f'''
+        import sys, time
+        sys.path.insert(0, {str(Path(program_zygote.__file__).parent.parent)!r})
+        from deployments.program_zygote import launch
+        print(launch({path!r}, {env!r}).pid, flush=True)
+        time.sleep(600)
+    ''')], stdout=subprocess.PIPE, text=True)
+    zygote = int(worker.stdout.readline())
+    try:
+        _wait_for(lambda: os.path.exists(path), what="the zygote's socket")
+        folder = _program(tmp_path, "import time\ntime.sleep(1.5)\nprint('finished after its worker')\n")
+        program = program_zygote.ForkedProgram(path, [sys.executable, "main.py"], folder, env, None)
+        worker.kill()
+        worker.wait()
+        assert program.stdout.read() == "finished after its worker\n" and program.wait() == 0
+        with pytest.raises(program_zygote.ZygoteUnavailable):
+            program_zygote.ForkedProgram(path, [sys.executable, "main.py"], folder, env, None)
+        _wait_for(lambda: _gone(zygote), what="the zygote to leave after its last program")
+        assert not os.path.exists(path)
+    finally:
+        worker.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zygote, signal.SIGKILL)

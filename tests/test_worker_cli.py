@@ -70,9 +70,9 @@ def test_qsflow_worker_serves_a_pool_and_keeps_to_its_limit(client, prefect, tmp
         terminate_group(worker.pid, grace=5.0)
     assert not alive(worker.pid)
     assert "qsflow worker: stopped (SIGINT)." in log.read_text()
-    for result in results:  # run by this worker, forked from its warm forkserver
-        assert result["worker"] == "cli-worker", result
-        assert "multiprocessing.forkserver" in result["runner_command"], result
+    for result in results:  # run by this worker, the program forked by its zygote (its runner by its forkserver:
+        assert result["worker"] == "cli-worker", result  # tests/test_warm_worker.py)
+        assert "deployments.program_zygote" in result["parent_command"], result
     finished = [prefect.read_flow_run(UUID(job.job_id)) for job in jobs]
     assert _most_at_once(finished) <= LIMIT, [(r.start_time, r.end_time) for r in finished]
     text = log.read_text()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import PROGRAMS, job_status_events, local_ray_head
-from deployments.processes import alive, parent
+from deployments.processes import alive, output_reader
 from serverless_compat import QiskitFunction
 
 DEADLINE = 300  # s: the machine is shared and slow at times; every wait is a poll against a deadline
@@ -74,10 +74,8 @@ def test_a_sigkilled_runner_ends_error_with_one_final_event(client, prefect, tmp
                                       working_dir=str(PROGRAMS / "sleepy")))
     job = fn.run(marker_dir=str(tmp_path))
     program = int(_wait(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), "the program"))
-    runner = parent(program)  # the job's runner (the flow run's process) started the program, maybe via unshare
-    while not Path(f"/proc/{runner}/comm").read_text().startswith("python"):
-        runner = parent(runner)
-    assert runner != server.status()["worker_pid"]
+    runner = output_reader(program)  # the job's runner (the flow run's process) streams the program's output
+    assert runner is not None and runner != server.status()["worker_pid"]
     os.kill(runner, signal.SIGKILL)
 
     assert job.wait(timeout=DEADLINE) == "ERROR"

@@ -14,4 +14,4 @@ if arguments.get("write"):
         handle.write(f"{n} squared is {n * n}\n")
 save_result({"n": n, "square": n * n, "read": content,
              # Prefect's process worker names itself in its flow runs' environment.
-             "worker": os.environ.get("PREFECT__WORKER_NAME"), "runner_pid": os.getppid()})
+             "worker": os.environ.get("PREFECT__WORKER_NAME"), "parent_pid": os.getppid()})
