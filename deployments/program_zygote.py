@@ -37,6 +37,7 @@ import gc
 import io
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -134,24 +135,15 @@ class ForkedProgram:
         self.stdout = io.open(read_end, "r", errors="replace")
 
     def poll(self) -> Optional[int]:
-        if self.returncode is None:
-            self._conn.setblocking(False)
-            try:
-                self.returncode = _receive_int(self._conn)
-            except BlockingIOError:
-                return None
-            except OSError:  # the zygote died: so did its programs (PR_SET_PDEATHSIG)
-                self.returncode = -signal.SIGKILL
-            finally:
-                self._conn.setblocking(True)
-            self._conn.close()
-        return self.returncode
+        if self.returncode is None and not select.select([self._conn], [], [], 0)[0]:
+            return None  # the zygote sends the status in one piece once the program has ended
+        return self.wait()
 
     def wait(self) -> int:
         if self.returncode is None:
             try:
                 self.returncode = _receive_int(self._conn)
-            except OSError:
+            except OSError:  # the zygote died: so did its programs (PR_SET_PDEATHSIG)
                 self.returncode = -signal.SIGKILL
             self._conn.close()
         return self.returncode

@@ -84,7 +84,8 @@ class JobData:
 
     def mount_setup(self) -> Optional[list[str]]:
         """The command that, run in the program's own private mount namespace, mounts its data directories;
-        the program's command follows it (``sh -c SCRIPT qsflow-mount OP... --``). None when not mounted."""
+        the program's command follows it (``sh -c SCRIPT qsflow-mount OP... --``). None when not mounted.
+        ``deployments.program_zygote.start`` runs it so (after ``unshare --mount``, or in a forked program's own)."""
         if not self.mounted:
             return None
         mounts = {DATA_MOUNT: self.data_dir}
@@ -98,13 +99,6 @@ class JobData:
             ops += ["hide", str(root)]
             ops += [arg for target, source in mounts.items() for arg in ("bind", target, str(Path(source).resolve()))]
         return ["sh", "-c", _MOUNT_SCRIPT, "qsflow-mount", *ops, "--"]
-
-    def wrap(self, command: list[str]) -> list[str]:
-        """``command`` started in a new private mount namespace with the data directories mounted."""
-        setup = self.mount_setup()
-        if setup is None:
-            return command
-        return ["unshare", "--mount", "--propagation", "private", *setup, *command]
 
 
 @contextlib.contextmanager
