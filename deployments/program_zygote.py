@@ -232,6 +232,9 @@ def _serve(listener: socket.socket, worker: int, loaded: _Loaded) -> _Program:
                 conn, _ = listener.accept()
                 try:
                     request, fds = _receive_request(conn)
+                except EOFError:
+                    conn.close()
+                    continue
                 except (OSError, ValueError) as exc:
                     print(f"qsflow program zygote: bad request ({exc})", file=sys.stderr, flush=True)
                     conn.close()
@@ -290,6 +293,8 @@ def _serve(listener: socket.socket, worker: int, loaded: _Loaded) -> _Program:
 def _receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     conn.settimeout(10)
     header, fds, _, _ = socket.recv_fds(conn, _INT.size, 1)
+    if not header and not fds:
+        raise EOFError  # a probe (wait_until_listening): connected, sent nothing
     if len(header) != _INT.size or len(fds) != 1:
         for fd in fds:
             os.close(fd)

@@ -226,3 +226,21 @@ def test_a_zygote_whose_worker_is_gone_takes_no_more_programs_and_ends_with_its_
         worker.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(zygote, signal.SIGKILL)
+
+
+def test_a_bad_request_is_refused_and_the_zygote_goes_on(zygote, tmp_path):
+    import socket
+
+    path, env = zygote
+    for garbage in (b"", b"\x00\x00\x00\x05hello", b"no"):  # a probe; no pipe passed; cut short
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(path)
+            conn.sendall(garbage)
+            conn.shutdown(socket.SHUT_WR)
+            try:
+                answer = conn.recv(4)
+            except ConnectionResetError:  # closed with what it sent unread
+                answer = b""
+            assert answer == b""  # closed, no program started
+    status, output = _run(_program(tmp_path), env, forked_by=path)
+    assert status == 0 and "PRELOADED True" in output
