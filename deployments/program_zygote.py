@@ -373,13 +373,14 @@ def _shadows(folder: Path, preloaded: frozenset[str]) -> bool:
 def _run(program: _Program) -> None:
     """Run the program as ``python main.py`` runs it: as the ``__main__`` module, which it stays until the
     process ends; an uncaught exception is printed from the program's own frames on; then :func:`_end`."""
+    import builtins
     import importlib.machinery
     import types
 
     module = types.ModuleType("__main__")
-    module.__file__ = program.entry
+    module.__file__, module.__cached__, module.__annotations__ = program.entry, None, {}
     module.__loader__ = importlib.machinery.SourceFileLoader("__main__", program.entry)
-    module.__builtins__ = __builtins__
+    module.__builtins__ = builtins  # the module, as in a script's __main__ (elsewhere it may be its dict)
     sys.modules["__main__"] = module
     interrupted = False
     try:
