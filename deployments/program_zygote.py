@@ -59,6 +59,7 @@ IMPORT_TIME_PREFIXES = ("PREFECT_", "RAY_", "QISKIT", "PYTHON", "OMP_", "OPENBLA
 # ... except these, read when used: the cluster a driver joins, the path (rebuilt per program), Prefect's
 # per-run engine variables.
 CALL_TIME = ("RAY_ADDRESS", "PYTHONPATH")
+START_TIMEOUT_S = 30.0  # the longest a runner waits for the zygote to fork its program, then starts it itself
 _INT = struct.Struct("!i")
 _CLONE_NEWNS, _MS_REC, _MS_PRIVATE, _PR_SET_PDEATHSIG = 0x00020000, 16384, 1 << 18, 1
 
@@ -120,12 +121,15 @@ class ForkedProgram:
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
         try:
+            # a zygote that does not answer in time kills the program it forks later (its runner is gone)
+            self._conn.settimeout(START_TIMEOUT_S)
             self._conn.connect(path)
             payload = json.dumps({"command": command, "cwd": str(cwd), "env": env,
                                   "mount_setup": mount_setup}).encode()
             socket.send_fds(self._conn, [_INT.pack(len(payload))], [write_end])
             self._conn.sendall(payload)
             self.pid = _receive_int(self._conn)
+            self._conn.settimeout(None)
         except OSError as exc:
             self._conn.close()
             os.close(read_end)

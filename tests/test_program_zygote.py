@@ -246,3 +246,16 @@ def test_a_bad_request_is_refused_and_the_zygote_goes_on(zygote, tmp_path):
             assert answer == b""  # closed, no program started
     status, output = _run(_program(tmp_path), env, forked_by=path)
     assert status == 0 and "PRELOADED True" in output
+
+
+def test_a_zygote_that_does_not_answer_in_time_leaves_the_program_to_a_subprocess(tmp_path, monkeypatch):
+    import socket
+
+    path = str(tmp_path / "silent.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:  # accepts (backlog), never answers
+        silent.bind(path)
+        silent.listen(1)
+        monkeypatch.setenv(program_zygote.SOCKET_ENV, path)
+        monkeypatch.setattr(program_zygote, "START_TIMEOUT_S", 0.5)
+        process = program_zygote.start([sys.executable, "-c", "print('plain')"], tmp_path, dict(os.environ), None)
+        assert isinstance(process, subprocess.Popen) and process.stdout.read() == "plain\n" and process.wait() == 0
