@@ -259,3 +259,20 @@ def test_a_zygote_that_does_not_answer_in_time_leaves_the_program_to_a_subproces
         monkeypatch.setattr(program_zygote, "START_TIMEOUT_S", 0.5)
         process = program_zygote.start([sys.executable, "-c", "print('plain')"], tmp_path, dict(os.environ), None)
         assert isinstance(process, subprocess.Popen) and process.stdout.read() == "plain\n" and process.wait() == 0
+
+
+def test_an_h5_file_a_forked_program_leaves_open_is_complete(zygote, tmp_path):
+    """The forked program's end skips Python's teardown of modules; HDF5 still closes what it left open."""
+    import h5py
+
+    path, env = zygote
+    folder = _program(tmp_path, PROBE + textwrap.dedent('''
+        import h5py, numpy
+        store = h5py.File("results.h5", "w")
+        store.create_dataset("counts", data=numpy.arange(1000))
+        store.attrs["note"] = "never closed"
+    '''))
+    status, output = _run(folder, env, forked_by=path)
+    assert status == 0 and "PRELOADED True" in output
+    with h5py.File(folder / "results.h5", "r") as written:
+        assert int(written["counts"][-1]) == 999 and written.attrs["note"] == "never closed"
