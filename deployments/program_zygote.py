@@ -20,8 +20,9 @@ dies with the zygote. Once its worker is gone (killed alone: its jobs run on) th
 leaves after the last.
 
 What still tells a forked program apart: its parent is the zygote; Ray, Prefect and Qiskit are in ``sys.modules``
-before it imports them (with what importing them set: their warning filters, their loggers); its string hashes are seeded as the zygote's; and at its end objects it still holds are
-not torn down (their ``__del__`` does not run, which Python does not promise either; its open files are flushed).
+before it imports them (with what importing them set: their warning filters, their loggers); its string hashes are
+seeded as the zygote's; and at its end objects it still holds are not torn down (their ``__del__`` does not run,
+which Python does not promise either; its open files are flushed).
 
 ``QSFLOW_PROGRAM_ZYGOTE=0`` turns it off (the worker then starts none). Protocol, one connection per program:
 the runner sends a 4-byte length with its stdout pipe's write end (``SCM_RIGHTS``), then that many bytes of JSON
