@@ -46,6 +46,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -65,15 +66,15 @@ _INT = struct.Struct("!i")
 _CLONE_NEWNS, _MS_REC, _MS_PRIVATE, _PR_SET_PDEATHSIG = 0x00020000, 16384, 1 << 18, 1
 
 
-def socket_path(home: Path, worker: int) -> str:
-    """Where the zygote of the worker ``worker`` (a pid) with the qsflow home ``home`` listens: one per worker, as
-    several may share a home. Only its user may connect (a connection runs code as that user)."""
-    path = home / f"program-zygote-{worker}.sock"
+def socket_path(worker: int) -> str:
+    """Where the zygote of the worker ``worker`` (a pid) listens: in the qsflow home, one per worker, as several may
+    share a home. Only its user may connect (a connection runs code as that user)."""
+    from deployments.settings import home, home_digest
+
+    path = home() / f"program-zygote-{worker}.sock"
     if len(str(path)) < 100:  # a Unix socket's path must stay under 108 bytes
         return str(path)
-    import hashlib
-
-    return f"/tmp/qsflow-zygote-{hashlib.sha256(str(home).encode()).hexdigest()[:16]}-{worker}.sock"
+    return f"/tmp/qsflow-zygote-{home_digest()}-{worker}.sock"
 
 
 def enabled() -> bool:
@@ -92,8 +93,6 @@ def listening(path: str) -> bool:
 
 def wait_until_listening(process: subprocess.Popen, path: str, timeout: float = 120.0) -> bool:
     """Wait until the zygote ``process`` takes programs at ``path``; False if it ended or took too long."""
-    import time
-
     deadline = time.monotonic() + timeout
     while not listening(path):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -197,13 +196,6 @@ def launch(path: str, env: dict[str, str]) -> subprocess.Popen:
 
 # --- the zygote ---------------------------------------------------------------------------------------------------
 
-class _Program:
-    """What a forked child runs once it has left the zygote's loop."""
-
-    def __init__(self, entry: str) -> None:
-        self.entry = entry
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """What the zygote imported, and what a program forked from it must match to be run in it."""
@@ -214,9 +206,10 @@ class _Loaded:
     names: frozenset[str]  # top-level modules loaded
 
 
-def _serve(listener: socket.socket, worker: int, loaded: _Loaded) -> _Program:
+def _serve(listener: socket.socket, worker: int, loaded: _Loaded) -> str:
     """Fork a program per request; once the worker is gone, take no more and end with the last program (a job
-    outlives its worker killed alone, as Prefect's runs do). Returns only in a forked child, ready to run."""
+    outlives its worker killed alone, as Prefect's runs do). Returns only in a forked child, ready to run: the
+    program's path."""
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
     worker_fd = os.pidfd_open(worker)
@@ -315,8 +308,9 @@ def _receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(payload), fds
 
 
-def _become_program(request: dict[str, Any], output: int, loaded: _Loaded) -> _Program:
-    """In the forked child: set up the process ``python main.py`` would be, then exec it or return to run it."""
+def _become_program(request: dict[str, Any], output: int, loaded: _Loaded) -> str:
+    """In the forked child: set up the process ``python main.py`` would be, then exec it or return the absolute
+    path of the program to run."""
     parent = os.getppid()
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -353,7 +347,7 @@ def _become_program(request: dict[str, Any], output: int, loaded: _Loaded) -> _P
     sys.path[:] = [os.path.dirname(os.path.realpath(entry)), *job_path, *loaded.base_path]
     if "numpy" in sys.modules:  # the zygote's seed would be every program's (Python's random reseeds itself)
         sys.modules["numpy"].random.seed()
-    return _Program(entry)
+    return entry
 
 
 def _private_mounts(setup: list[str]) -> None:
@@ -375,29 +369,29 @@ def _shadows(folder: Path, preloaded: frozenset[str]) -> bool:
     return not names.isdisjoint(preloaded)
 
 
-def _run(program: _Program) -> None:
-    """Run the program as ``python main.py`` runs it: as the ``__main__`` module, which it stays until the
-    process ends; an uncaught exception is printed from the program's own frames on; then :func:`_end`."""
+def _run(entry: str) -> None:
+    """Run the program at ``entry`` as ``python main.py`` runs it: as the ``__main__`` module, which it stays until
+    the process ends; an uncaught exception is printed from the program's own frames on; then :func:`_end`."""
     import builtins
     import importlib.machinery
     import types
 
     module = types.ModuleType("__main__")
-    module.__file__, module.__cached__, module.__annotations__ = program.entry, None, {}
-    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", program.entry)
+    module.__file__, module.__cached__, module.__annotations__ = entry, None, {}
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", entry)
     module.__builtins__ = builtins  # the module, as in a script's __main__ (elsewhere it may be its dict)
     sys.modules["__main__"] = module
     interrupted = False
     try:
-        with io.open_code(program.entry) as source:
-            code = compile(source.read(), program.entry, "exec")
+        with io.open_code(entry) as source:
+            code = compile(source.read(), entry, "exec")
         exec(code, module.__dict__)
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc)
     except BaseException as exc:
         traceback = exc.__traceback__
-        while traceback is not None and traceback.tb_frame.f_code.co_filename != program.entry:
+        while traceback is not None and traceback.tb_frame.f_code.co_filename != entry:
             traceback = traceback.tb_next
         exc.__traceback__ = traceback or exc.__traceback__  # Python's hook prints the exception's own
         sys.excepthook(type(exc), exc, exc.__traceback__)
@@ -475,13 +469,13 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     zygote = os.getpid()
     try:
-        program = _serve(listener, worker, loaded)
+        entry = _serve(listener, worker, loaded)
     finally:
         if os.getpid() == zygote:  # stopped, or its worker gone (a forked program returns here too)
             with contextlib.suppress(OSError):
                 if os.stat(path).st_ino == listener_inode:
                     os.unlink(path)
-    _run(program)
+    _run(entry)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import Optional
 
 from deployments import ray_warm_workers
 from deployments.processes import alive, free_port, home_lock, read_state, stat_fields, terminate_group, write_state
-from deployments.settings import home
+from deployments.settings import home, home_digest
 
 ADDRESS_ENV = "QSFLOW_RAY_ADDRESS"
 NUM_CPUS_ENV = "QSFLOW_RAY_NUM_CPUS"
@@ -86,8 +85,7 @@ def _log_file() -> Path:
 def _temp_dir() -> Path:
     # Ray puts Unix sockets under its temp dir; their paths must stay short (< 108 bytes), so the
     # dir lives directly under /tmp, one per qsflow home.
-    digest = hashlib.sha256(str(home()).encode()).hexdigest()[:10]
-    return Path("/tmp") / f"qsflow-ray-{digest}"
+    return Path("/tmp") / f"qsflow-ray-{home_digest()}"
 
 
 def _port_open(port: int) -> bool:

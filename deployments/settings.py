@@ -20,6 +20,14 @@ def home() -> Path:
     return path
 
 
+def home_digest() -> str:
+    """A short name for this qsflow home, for what must live directly under ``/tmp`` (Unix socket paths stay
+    under 108 bytes)."""
+    import hashlib
+
+    return hashlib.sha256(str(home()).encode()).hexdigest()[:10]
+
+
 def configured_host() -> Optional[str]:
     """The Prefect API URL set for qsflow (``QSFLOW_HOST``), or None for the embedded default."""
     return os.environ.get("QSFLOW_HOST") or None

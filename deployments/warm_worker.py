@@ -128,13 +128,12 @@ def start_program_zygote() -> Optional[Any]:
     it listens. None when turned off (``QSFLOW_PROGRAM_ZYGOTE=0``)."""
     from deployments import program_zygote
     from deployments.ray_cluster import configured_address, driver_env
-    from deployments.settings import home
 
     if not program_zygote.enabled():
         return None
     env = {**os.environ, **run_settings_variables(), "PYTHONUNBUFFERED": "1"}
     env.update(driver_env(configured_address() or "127.0.0.1:0"))
-    path = program_zygote.socket_path(home(), os.getpid())
+    path = program_zygote.socket_path(os.getpid())
     os.environ[program_zygote.SOCKET_ENV] = path
     return program_zygote.launch(path, env)
 

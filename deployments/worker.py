@@ -7,8 +7,8 @@ The same job as ``prefect worker start --pool qsflow --type process`` (whose opt
 from a process that has Prefect and qsflow's runner loaded (:mod:`deployments.warm_worker`) instead of a fresh
 interpreter each (2-4 s a job here), their programs are forked by its program zygote with Ray, Prefect and Qiskit
 loaded (:mod:`deployments.program_zygote`; ``QSFLOW_PROGRAM_ZYGOTE=0`` turns it off), and the worker polls as soon
-as a run is scheduled or one of its own runs ends. The API URL (and ``PREFECT_API_AUTH_STRING``) come from the environment or Prefect's profile, as for Prefect's
-worker.
+as a run is scheduled or one of its own runs ends. The API URL (and ``PREFECT_API_AUTH_STRING``) come from the
+environment or Prefect's profile, as for Prefect's worker.
 
 ``QSFLOW_WARM_WORKER=0``, or a Prefect without the runner internals the warm worker builds on, runs Prefect's stock
 worker with the same options instead (it replaces this process: same pid).

@@ -25,7 +25,8 @@ PROBE = textwrap.dedent('''
     preloaded = "qiskit" in sys.modules  # before the program imports anything itself
     module_names = sorted(name for name in globals() if name.startswith("__"))
     open_fds = sorted(os.listdir("/proc/self/fd"))  # 0-2, and the one listing them
-    seen = {"argv": sys.argv, "orig_argv": sys.orig_argv, "file": __file__, "name": __name__, "path0": sys.path[0], "cwd": os.getcwd(),
+    seen = {"argv": sys.argv, "orig_argv": sys.orig_argv, "file": __file__, "name": __name__, "path0": sys.path[0],
+            "cwd": os.getcwd(),
             "variable": os.environ.get("PROBE_VARIABLE"), "group_leader": os.getpgid(0) == os.getpid(),
             "stdin": sys.stdin.read(), "module_names": module_names, "builtins": type(__builtins__).__name__, "open_fds": open_fds, "job_path": os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] in sys.path}
     import numpy
