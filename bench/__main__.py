@@ -81,7 +81,7 @@ def run_distribute(client: Any, tasks: int, circuits: int) -> tuple[list, dict]:
         _figure(f"{circuits}-circuit fan-out vs raw ray.remote fan-out", fan_out, "s", raw_fan_out,
                 "raw ray.remote fan-out (circuits pickled)", "<= 1.1x", fan_out / raw_fan_out <= 1.1),
         _figure(f"{circuits}-circuit fan-out vs raw ray.remote, both QPY", fan_out, "s", raw_qpy_fan_out,
-                "raw ray.remote fan-out, qsflow's QPY transport", "<= 1.1x (the engine alone)",
+                "raw ray.remote fan-out, qsflow's QPY transport and thread rule", "<= 1.1x (the engine alone)",
                 fan_out / raw_qpy_fan_out <= 1.1),
     ]
     cache = result.get("cache")

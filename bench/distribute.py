@@ -13,8 +13,9 @@ Prints, in one run on the same warm head:
         spends submitting) vs the direct engine; each the median of several rounds run right after a warm-up
         round (raw Ray: at least 5, it is cheap), every round printed;
       - the 32-circuit transpile fan-out (FakeSherbrooke, level 2, cpu=1 tasks, default engine) vs the raw
-        ``ray.remote`` fan-out and the same transpile serially in the program's process (all warm, medians of
-        warm rounds, the RAYON_NUM_THREADS each side sees printed), checked equal;
+        ``ray.remote`` fan-out (as plain Ray runs it, and with qsflow's QPY transport and Qiskit thread rule)
+        and the same transpile serially in the program's process (all warm, medians of warm rounds, the
+        RAYON_NUM_THREADS each side sees printed), checked equal;
       - the Prefect server's CPU time per task of each engine, and how many task runs were recorded;
   * with --stock: prefect-ray's own RayTaskRunner in a local flow (Prefect's context rebuilt per task).
 
@@ -78,8 +79,9 @@ JOB_PROGRAM = textwrap.dedent('''
 
     @ray.remote(num_cpus=1)
     def raw_transpile_qpy(circuit, seed):
-        from tasks import circuit_transport
-        value = pass_manager(seed).run(circuit)
+        from tasks import circuit_transport, qiskit_threads
+        with qiskit_threads.sized_to_task():  # Qiskit on one thread in a 1-CPU task, as in a distributed task
+            value = pass_manager(seed).run(circuit)
         circuit_transport.register_if_loaded()  # as a distributed task's worker does: the value goes as QPY
         return value
 
@@ -162,8 +164,9 @@ JOB_PROGRAM = textwrap.dedent('''
 
     # Like with like: the first round of each also pays its workers' qiskit import and pass-manager build (each
     # function keeps its own cache); then warm rounds, alternating, compared by their medians.
-    # Raw Ray twice: as plain Ray does it (circuits pickled both ways), and with qsflow's QPY transport on both
-    # sides (tasks.circuit_transport), which isolates what the engine itself costs.
+    # Raw Ray twice: as plain Ray does it (circuits pickled both ways, Qiskit's threads on all cores), and with
+    # qsflow's QPY transport on both sides (tasks.circuit_transport) and its Qiskit thread rule
+    # (tasks.qiskit_threads), which isolates what the engine itself costs.
     from tasks import circuit_transport
     fan_outs, raw_fan_outs, raw_qpy_fan_outs = [], [], []
     for _ in range(1 + arguments.get("fan_rounds", 4)):
@@ -355,7 +358,7 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
           f"{raw_cold:.1f} s; circuits pickled, as plain Ray does)")
     raw_qpy = result["raw_qpy_fan_out_warm_s"]
     print(f"    raw ray.remote fan-out, QPY         {raw_qpy:6.2f} s  ({serial / raw_qpy:.2f}x serial; with qsflow's "
-          f"circuit transport on both sides)")
+          f"circuit transport on both sides and its Qiskit thread rule)")
     print(f"    distribute_task fan-out             {warm:6.2f} s  ({serial / warm:.2f}x serial, {warm / raw_warm:.2f}x "
           f"raw, {warm / raw_qpy:.2f}x raw with QPY; first {cold:.1f} s); same circuits: {result['same']}")
     if result.get("cache"):

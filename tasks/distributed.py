@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union, overload
 
-from tasks import circuit_transport, ray_connection
+from tasks import circuit_transport, qiskit_threads, ray_connection
 from tasks.target import Target, TargetLike, as_target, check_satisfiable
 from tasks.task_events import event_log
 
@@ -80,7 +80,8 @@ class DistributedTask(Generic[R]):
             with self._lock:
                 if self._remote is None:
                     ray = ray_connection.connect()
-                    self._remote = ray.remote(**self.ray_options())(self.fn).options(name=self.fn.__name__)
+                    fn = qiskit_threads.sized_call(self.fn)  # Qiskit's threads within the task's CPUs
+                    self._remote = ray.remote(**self.ray_options())(fn).options(name=self.fn.__name__)
         return self._remote
 
     def _check(self) -> None:

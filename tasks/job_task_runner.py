@@ -48,7 +48,7 @@ from prefect_ray.context import RemoteOptionsContext
 from prefect_ray.task_runners import PrefectRayFuture
 
 from deployments import related_resources
-from tasks import circuit_transport
+from tasks import circuit_transport, qiskit_threads
 
 
 class JobRayTaskRunner(RayTaskRunner):
@@ -406,7 +406,7 @@ def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, sh
                                   visit_fn=lambda x: ray.get(x) if isinstance(x, ray.ObjectRef) else x)
     kwargs = dict(task=task, task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
                   dependencies=dependencies, return_type=return_type)
-    with _current(contexts):
+    with _current(contexts), qiskit_threads.sized_to_task():
         kwargs["task_run"] = _new_task_run(kwargs)
         value = asyncio.run(run_task_async(**kwargs)) if task.isasync else run_task_sync(**kwargs)
     circuit_transport.register_if_loaded()  # before Ray pickles the value: circuits as QPY

@@ -23,7 +23,9 @@ def square(x):
 @distribute_task(target={"cpu": 0.5, "mem": 64 * 1024 * 1024, "resources": {"qsflow_widget": 1}},
                  engine="prefect-ray")
 def assigned():
-    return ray.get_runtime_context().get_assigned_resources()
+    """The task's Ray resources, and Qiskit's one-thread switch as the task sees it (tasks.qiskit_threads)."""
+    import os
+    return ray.get_runtime_context().get_assigned_resources(), os.environ.get("QISKIT_IN_PARALLEL")
 
 
 @distribute_task(target={"cpu": 0.5}, engine="prefect-ray")
