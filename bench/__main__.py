@@ -69,6 +69,10 @@ def run_distribute(client: Any, tasks: int, circuits: int) -> tuple[list, dict]:
                 "raw ray.remote", "<= 5x", default / raw <= 5, server_cpu_ms_per_task=cpu["default"],
                 raw_server_cpu_ms_per_task=cpu["raw"], direct_engine_ms=result["direct_ms"],
                 direct_server_cpu_ms_per_task=cpu["direct"]),
+        # not a goal: what the default engine's per-task figure cannot go below (bench/distribute.py)
+        _figure("  its floor: Prefect's task engine alone, CPU per task", result["engine_alone"]["cpu_ms"], "ms",
+                raw, "raw ray.remote (engine in one process, no Ray, no server CPU)", "- (information)", None,
+                wall_ms=result["engine_alone"]["wall_ms"]),
         _figure("first batch of 50 tasks in a fresh job", result["first_batch_s"], "s", raw * 50 / 1e3,
                 "raw Ray warm, 50 tasks", "<= 2 s", result["first_batch_s"] <= 2.0,
                 from_program_start_s=result["first_batch_from_start_s"]),

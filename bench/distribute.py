@@ -16,6 +16,8 @@ Prints, in one run on the same warm head:
         ``ray.remote`` fan-out (as plain Ray runs it, and with qsflow's QPY transport and Qiskit thread rule)
         and the same transpile serially in the program's process (all warm, medians of warm rounds, the
         RAYON_NUM_THREADS each side sees printed), checked equal;
+      - the default engine's floor: the function its Ray workers run per task, called in the program's
+        process one task after another (Prefect's task engine alone, CPU per task);
       - the Prefect server's CPU time per task of each engine, and how many task runs were recorded;
   * with --stock: prefect-ray's own RayTaskRunner in a local flow (Prefect's context rebuilt per task).
 
@@ -156,6 +158,35 @@ JOB_PROGRAM = textwrap.dedent('''
     direct = per_task(direct_square, get, reps)
     default = per_task(square, get, reps)
 
+    def engine_alone(count, warm=20):
+        """What a job's Ray worker runs for each task of the default engine (tasks.job_task_runner._run_task: the
+        job's context hydrated once, Prefect's task engine, the run built locally), called here in the program's
+        process, one trivial task after another, no Ray in between: its CPU per task (all of this process's
+        threads, Prefect's events worker's included) is what the default engine cannot go below; the server's
+        CPU comes on top."""
+        import uuid
+        from tasks import job_task_runner, prefect_ray_engine
+        runner = prefect_ray_engine.job_context().task_runner
+        shared_context = list(runner._shared_context())
+        shared_task = list(runner._shared_task(prefect_ray_engine.prefect_task(square)))
+
+        def one(i):
+            value = job_task_runner._run_task(shared_task=shared_task, task_run_id=uuid.uuid4(),
+                                              shared_context=shared_context, parameters={"x": i},
+                                              dependencies={}, return_type="result")
+            assert value == i * i
+
+        settle()
+        for i in range(warm):
+            one(i)
+        cpu, start = time.process_time(), time.perf_counter()
+        for i in range(count):
+            one(i)
+        return {"cpu_ms": (time.process_time() - cpu) / count * 1e3,
+                "wall_ms": (time.perf_counter() - start) / count * 1e3, "runs": warm + count}
+
+    alone = engine_alone(n)
+
     batch = circuits(arguments["circuits"])
 
     @ray.remote(num_cpus=1)
@@ -206,6 +237,7 @@ JOB_PROGRAM = textwrap.dedent('''
     save_result({"first_batch_s": first_batch, "first_batch_from_start_s": from_start,
                  "raw_ms": raw["median_ms"], "direct_ms": direct["median_ms"], "default_ms": default["median_ms"],
                  "default_submit_ms": default["submit_ms"],
+                 "engine_alone": alone,
                  "rounds_ms": {"raw": raw["rounds_ms"], "direct": direct["rounds_ms"], "default": default["rounds_ms"]},
                  "server_cpu_ms": {"raw": raw["server_cpu_ms"], "direct": direct["server_cpu_ms"],
                                    "default": default["server_cpu_ms"]},
@@ -314,7 +346,8 @@ def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int =
                        cache_circuits=cache_circuits, server_pid=server.status()["server_pid"])
     result = job.result(cadence=0.5)
     result["run_s"] = time.perf_counter() - start
-    expected = {"prefect-ray": first + (1 + reps) * tasks + (1 + fan_rounds) * circuits + (5 if cache else 0),
+    expected = {"prefect-ray": first + (1 + reps) * tasks + (1 + fan_rounds) * circuits + (5 if cache else 0)
+                + result["engine_alone"]["runs"],
                 "direct": (1 + reps) * tasks}
     with prefect_api(client.host) as api:
         deadline = time.monotonic() + 180
@@ -347,6 +380,9 @@ def bench_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int
           f"rounds {_rounded(rounds['default'])}")
     print(f"    distribute_task, direct engine      {result['direct_ms']:7.2f} ms {result['direct_ms'] / raw:6.1f}x"
           f"   server {cpu['direct']:5.2f} ms   rounds {_rounded(rounds['direct'])}")
+    alone = result["engine_alone"]
+    print(f"    Prefect's task engine alone         {alone['cpu_ms']:7.2f} ms {alone['cpu_ms'] / raw:6.1f}x   CPU per task "
+          f"(wall {alone['wall_ms']:.2f} ms): in the program's process, one after another, no Ray, no server CPU")
     cold, warm = result["fan_out_s"][0], result["fan_out_warm_s"]
     raw_cold, raw_warm = result["raw_fan_out_s"][0], result["raw_fan_out_warm_s"]
     serial = result["serial_s"]
