@@ -84,6 +84,16 @@ class _SharedTLS(types.ModuleType):
             return self._made[key]
 
 
+def load_async_backend() -> None:
+    """Import anyio's asyncio backend now (long-lived processes whose forks or tasks use Prefect's clients).
+
+    anyio imports it at a process's first async HTTP request: Prefect's events and logs workers' first send. That
+    cost ~11 ms of CPU in every job's runner (forked from the warm worker's forkserver, which had not loaded it)
+    and ~0.1 s of a Ray pool worker's first batch (py-spy)."""
+    with contextlib.suppress(ImportError):
+        import anyio._backends._asyncio  # noqa: F401
+
+
 def share_tls_contexts() -> None:
     """Let every Prefect client of this process share one TLS context (long-lived processes: the warm worker and
     its runs).

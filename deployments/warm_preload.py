@@ -4,8 +4,12 @@ Imported only in that forkserver (``deployments.warm_worker``). Besides Prefect'
 modules it loads Prefect's collections (prefect-docker, prefect-ray: their entry points), which Prefect imports on
 a job's first block load (the store) and which cost ~0.5 s per job otherwise (py-spy, this machine). It also
 builds, once, what each job's process would otherwise build for itself: the TLS context Prefect's clients use,
-Prefect's deferred pydantic models, and the Prefect settings variables a run has when it can keep these settings.
+anyio's asyncio backend and rich's emoji table (imported at a run's first async request and first console
+line, ~13 ms of CPU per job), Prefect's deferred pydantic models, and the Prefect settings variables a run has
+when it can keep these settings.
 """
+
+import contextlib
 
 from prefect._internal.plugins.collections import load_prefect_collections
 
@@ -21,9 +25,13 @@ import tasks.task_runs  # noqa: F401
 
 load_prefect_collections()
 
-from deployments.connection import share_tls_contexts
+from deployments.connection import load_async_backend, share_tls_contexts
 
 share_tls_contexts()
+load_async_backend()
+with contextlib.suppress(ImportError):
+    # rich's emoji table, which a run's console log handler imports when it renders its first line (~2 ms)
+    import rich._emoji_codes  # noqa: F401
 
 from deployments.prefect_models import build_deferred_models
 

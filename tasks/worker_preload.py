@@ -21,7 +21,7 @@ import contextlib
 import tasks.job_task_runner  # noqa: F401
 import tasks.prefect_ray_engine  # noqa: F401
 
-from deployments.connection import share_tls_contexts
+from deployments.connection import load_async_backend, share_tls_contexts
 from deployments.prefect_models import build_deferred_models
 
 
@@ -37,14 +37,7 @@ def _load_ray_serialization_addons() -> None:
         import ray._private.arrow_serialization  # noqa: F401
 
 
-def _load_async_backend() -> None:
-    """anyio's asyncio backend, which anyio imports at the first async HTTP request (Prefect's events worker's, in
-    the first task run): ~0.1 s of a pool worker's CPU in its first batch (py-spy)."""
-    with contextlib.suppress(ImportError):
-        import anyio._backends._asyncio  # noqa: F401
-
-
 _load_ray_serialization_addons()
-_load_async_backend()
+load_async_backend()
 share_tls_contexts()
 build_deferred_models()
