@@ -175,14 +175,19 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _receive_int(conn: socket.socket) -> int:
+def _receive_exactly(conn: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``conn``; ConnectionError if the other side closes first."""
     data = b""
-    while len(data) < _INT.size:
-        chunk = conn.recv(_INT.size - len(data))
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
         if not chunk:
-            raise ConnectionError("the program zygote closed the connection")
+            raise ConnectionError("the connection closed early")
         data += chunk
-    return _INT.unpack(data)[0]
+    return data
+
+
+def _receive_int(conn: socket.socket) -> int:
+    return _INT.unpack(_receive_exactly(conn, _INT.size))[0]
 
 
 # --- the worker's side --------------------------------------------------------------------------------------------
@@ -297,13 +302,11 @@ def _receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         for fd in fds:
             os.close(fd)
         raise ValueError("expected a length and one file descriptor")
-    size, payload = _INT.unpack(header)[0], b""
-    while len(payload) < size:
-        chunk = conn.recv(size - len(payload))
-        if not chunk:
-            os.close(fds[0])
-            raise ValueError("the request ended early")
-        payload += chunk
+    try:
+        payload = _receive_exactly(conn, _INT.unpack(header)[0])
+    except ConnectionError:
+        os.close(fds[0])
+        raise ValueError("the request ended early") from None
     conn.settimeout(None)
     return json.loads(payload), fds
 
