@@ -1,6 +1,6 @@
 """What the embedded server changes in Prefect's SQLite code paths (installed by ``server.serve_api`` only).
 
-Both keep Prefect's semantics and change how the statements reach SQLite:
+All three keep Prefect's semantics and change how the statements reach SQLite:
 
 * **Write transactions begin IMMEDIATE.** Prefect begins most of them DEFERRED: one that reads and then writes
   while another connection has written meanwhile fails at once with SQLITE_BUSY (WAL mode; SQLite's busy timeout
@@ -14,6 +14,12 @@ Both keep Prefect's semantics and change how the statements reach SQLite:
   distributed task's three state events carry 21 rows (the events and their related resources), and compiling
   them was about a quarter of the server's CPU in a 200-task round (py-spy). Prefect writes PostgreSQL's events
   this way already.
+* **Task runs, their states and logs are inserted the same way.** Prefect's task-run recorder upserts each batch
+  of task runs, then inserts their states, as one many-VALUES statement each, and the API inserts a request's logs
+  so: compiling those was an eighth of the server's CPU while a job's trivial tasks ran one after another (py-spy),
+  and building their bind parameters more. Each now runs as its one-row statement for each row, compiled once (a
+  session hook, :func:`_as_executemany`); Prefect's PostgreSQL recorder sends its rows as parameters too. Measured
+  on the embedded server, three alternated pairs of 2,000 task runs: 4.9-5.2 -> 4.2 ms of its CPU per task run.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ _LOOKUP_BATCH = 500
 
 
 def install() -> None:
-    """Apply both changes to this process's Prefect server modules (idempotent)."""
+    """Apply these changes to this process's Prefect server modules (idempotent)."""
     _begin_immediate()
     _executemany_event_writes()
+    _executemany_row_inserts()
 
 
 def _begin_immediate() -> None:
@@ -78,3 +85,47 @@ def _executemany_event_writes() -> None:
     if getattr(database, "_write_sqlite_events", None) is None:
         return  # a Prefect without this writer: keep its own
     database._write_sqlite_events = write_sqlite_events
+
+
+# Tables whose many-row INSERTs Prefect's server builds as one statement with a VALUES group per row, every batch
+# anew: the task-run recorder's task runs and their states, and the API's logs
+_MANY_ROW_TABLES = frozenset({"task_run", "task_run_state", "log"})
+
+
+def _as_executemany(state: Any) -> None:
+    """An ORM ``do_orm_execute`` hook: a many-VALUES INSERT into one of ``_MANY_ROW_TABLES`` runs as the same
+    INSERT for one row, executed for each row (executemany).
+
+    SQLAlchemy compiles a many-VALUES INSERT for each batch (its compiled form holds a bind parameter per column
+    per row, so it is not reused across batches of other sizes); the single-row form is compiled once and kept in
+    SQLAlchemy's statement cache. The rows and the statement's ``ON CONFLICT`` clause are unchanged, so SQLite
+    applies the same row changes (each statement's rows have distinct keys: the recorder coalesces its batch per
+    task run first). Statements with ``RETURNING``, several ``values()`` calls or rows of different columns run as
+    they are."""
+    from sqlalchemy.dialects.sqlite.dml import Insert
+
+    statement = state.statement
+    if not (state.is_insert and isinstance(statement, Insert) and not statement._returning
+            and len(statement._multi_values) == 1
+            and getattr(statement.table, "name", None) in _MANY_ROW_TABLES):
+        return
+    rows = statement._multi_values[0]
+    if len(rows) < 2 or not all(isinstance(row, dict) for row in rows):
+        return
+    params = [{getattr(column, "key", column): value for column, value in row.items()} for row in rows]
+    columns = params[0].keys()
+    if any(row.keys() != columns for row in params):
+        return
+    single = statement._generate()
+    single._multi_values = ()
+    state.statement = single
+    state.parameters = params
+    state.update_execution_options(dml_strategy="raw")
+
+
+def _executemany_row_inserts() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    if not event.contains(Session, "do_orm_execute", _as_executemany):
+        event.listen(Session, "do_orm_execute", _as_executemany)
