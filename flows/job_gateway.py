@@ -27,6 +27,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -188,6 +189,19 @@ def serve(job_id: str, results_path: Path, set_sub_status: Callable[[str], bool]
     try:
         yield job
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        _stop(server, thread)
+
+
+def _stop(server: _JobServer, thread: threading.Thread) -> None:
+    """Stop serving now. ``shutdown()`` returns once ``serve_forever`` next looks at its stop flag, which it does
+    when its poll ends: up to 50 ms after every job's program. A connection ends the poll at once, so the server
+    is poked with empty connections until it has stopped. A poke that comes before the flag is served as an empty
+    request (closed without an answer); ``server_close`` drops those left waiting."""
+    stopper = threading.Thread(target=server.shutdown, name=f"{thread.name}-stop", daemon=True)
+    stopper.start()
+    while stopper.is_alive():
+        with contextlib.suppress(OSError):
+            socket.create_connection(server.server_address[:2], timeout=1.0).close()
+        stopper.join(0.005)
+    server.server_close()
+    thread.join()

@@ -149,3 +149,19 @@ def test_a_pinned_release_resolves_as_of_its_publication():
     assert install_options(["qiskit-serverless==0.16.3", "qiskit==1.2.4"])[1] == []
     assert install_options(["qiskit-serverless==9.0.0"]) == ([], [])
     assert install_options(["numpy"]) == ([], [])
+
+
+def test_gateway_stops_serving_when_its_block_ends(tmp_path):
+    """The job's endpoints answer while the job runs and refuse connections once the runner leaves the block;
+    a client holding a keep-alive connection does not keep the server up."""
+    import socket
+
+    with job_gateway.serve(JOB, tmp_path / "results.json", lambda sub_status: True) as served:
+        held = httpx.Client()
+        assert _call(served, "PATCH", "sub_status", {"sub_status": "MAPPING"}).status_code == 200
+        assert held.patch(f"{served.url}/api/v1/jobs/{JOB}/sub_status/", data={"sub_status": "MAPPING"},
+                          headers={"Authorization": f"Bearer {served.token}"}).status_code == 200
+        port = int(served.url.rsplit(":", 1)[1])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    held.close()
