@@ -16,7 +16,7 @@ All three keep Prefect's semantics and change how the statements reach SQLite:
   this way already.
 * **Task runs, their states and logs are inserted the same way.** Prefect's task-run recorder upserts each batch
   of task runs, then inserts their states, as one many-VALUES statement each, and the API inserts a request's logs
-  so: compiling those was an eighth of the server's CPU while a job's trivial tasks ran one after another (py-spy),
+  so: compiling those was an eighth of the server's CPU while it recorded trivial task runs one after another (py-spy),
   and building their bind parameters more. Each now runs as its one-row statement for each row, compiled once (a
   session hook, :func:`_as_executemany`); Prefect's PostgreSQL recorder sends its rows as parameters too. Measured
   on the embedded server, its CPU per task run in three alternated pairs: 4.9-5.2 -> 4.2 ms with 2,000 task runs
