@@ -8,14 +8,15 @@ Ray options, the same ``PrefectRayFuture``, Prefect's own task engine (``run_tas
 Ray worker and reporting its states — and changes only where the context travels:
 
 * the driver serializes the context once per set of active tags, and each task object once, and ``ray.put``\\ s
-  them; each call carries only those references (inside lists, so Ray hands them over unresolved);
+  them; each call carries only those references, with its other arguments, as one argument (Ray hands refs
+  nested in it over unresolved, and serializes it once);
 * a worker hydrates each context it meets once (settings first, then one API client, then the flow run) and makes
   it current around each task it runs; it unpickles each task once, so a function shipped by value keeps its
   module-level state (say, a cache of pass managers) across calls on that worker, as a Ray remote function does.
 
-The ``ray.remote`` wrapper is also built once per set of Ray options instead of once per submit, and a worker
-asks the server for tag concurrency slots only when one of a task run's tags has a limit (it re-reads the list of
-limits every ``TAG_LIMITS_TTL`` seconds) instead of once per tagged task run.
+The ``ray.remote`` wrapper is also built once per set of Ray options and task name instead of once per submit, and
+a worker asks the server for tag concurrency slots only when one of a task run's tags has a limit (it re-reads the
+list of limits every ``TAG_LIMITS_TTL`` seconds) instead of once per tagged task run.
 """
 
 from __future__ import annotations
@@ -100,15 +101,16 @@ class JobRayTaskRunner(RayTaskRunner):
         value (a cache in the program's ``__main__``) lasts across its calls, as with a Ray remote function."""
         return self._stored(self._tasks, id(task), task, lambda: task)
 
-    def _remote(self, options: dict[str, Any]) -> Any:
-        """The Ray remote function running Prefect tasks with ``options`` (built once per distinct options)."""
+    def _remote(self, options: dict[str, Any], name: str) -> Any:
+        """The Ray remote function running Prefect tasks with ``options``, its Ray tasks named ``name`` (built once
+        per distinct options and name)."""
         import ray
 
-        key = json.dumps(options, sort_keys=True, default=str)
+        key = json.dumps([options, name], sort_keys=True, default=str)
         remote = self._remotes.get(key)
         if remote is None:
-            remote = ray.remote(**options)(_run_task) if options else ray.remote(_run_task)
-            self._remotes[key] = remote
+            remote = ray.remote(**options)(_run_call) if options else ray.remote(_run_call)
+            remote = self._remotes[key] = remote.options(name=name)
         return remote
 
     def submit(
@@ -134,16 +136,10 @@ class JobRayTaskRunner(RayTaskRunner):
                 if known is not None:
                     dependencies.setdefault(name, set()).add(TaskRunResult(id=known))
         options = RemoteOptionsContext.get().current_remote_options
-        object_ref = self._remote(options).options(name=task.name).remote(
-            *upstream,
-            shared_task=list(self._shared_task(task)),
-            task_run_id=task_run_id,
-            shared_context=[context_key, context_ref],
-            parameters=parameters,
-            wait_for=wait_for,
-            dependencies=dependencies,
-            return_type="result" if self.return_values else "state",
-        )
+        call = dict(shared_task=list(self._shared_task(task)), task_run_id=task_run_id,
+                    shared_context=[context_key, context_ref], parameters=parameters, wait_for=wait_for,
+                    dependencies=dependencies, return_type="result" if self.return_values else "state")
+        object_ref = self._remote(options, task.name).remote(call, *upstream)
         if self.return_values:
             self._task_run_ids[object_ref.hex()] = task_run_id
         return PrefectRayFuture(task_run_id=task_run_id, wrapped_future=object_ref)
@@ -386,6 +382,13 @@ def _new_task_run(call: dict[str, Any]) -> Any:
         return None
     return create(task=call["task"], id=call["task_run_id"], parameters=call["parameters"],
                   wait_for=call["wait_for"], extra_task_inputs=call["dependencies"])
+
+
+def _run_call(call: dict[str, Any], *upstream: Any) -> Any:
+    """What each Ray task runs: :func:`_run_task` with the call's arguments, which travel as one argument. Ray
+    serializes each top-level argument and each keyword's name on its own: 14 serializations per call with them
+    as keywords. The refs inside ``call`` stay refs; ``upstream`` (top-level) is what Ray waits for."""
+    return _run_task(*upstream, **call)
 
 
 def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, shared_context: list[Any],
