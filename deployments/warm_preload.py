@@ -5,8 +5,8 @@ modules it loads Prefect's collections (prefect-docker, prefect-ray: their entry
 a job's first block load (the store) and which cost ~0.5 s per job otherwise (py-spy, this machine). It also
 builds, once, what each job's process would otherwise build for itself: the TLS context Prefect's clients use,
 anyio's asyncio backend and rich's emoji table (imported at a run's first async request and first console
-line, ~13 ms of CPU per job), Prefect's deferred pydantic models, and the Prefect settings variables a run has
-when it can keep these settings.
+line, ~13 ms of CPU per job), Prefect's deferred pydantic models, whether the machine allows private mount
+namespaces, and the Prefect settings variables a run has when it can keep these settings.
 """
 
 import contextlib
@@ -36,6 +36,13 @@ with contextlib.suppress(ImportError):
 from deployments.prefect_models import build_deferred_models
 
 build_deferred_models()
+
+# Whether a job's program can get a private mount namespace for /data (flows.data_mounts): a probe that runs
+# `unshare` once and is cached per process; answered here, every job's runner inherits the answer instead of
+# running the probe itself (~5 ms per job)
+from flows.data_mounts import mount_namespaces_available
+
+mount_namespaces_available()
 
 
 # Compared with each run's by ``deployments.warm_worker._execute``: equal, the run keeps these settings.
