@@ -387,18 +387,16 @@ def _new_task_run(call: dict[str, Any]) -> Any:
 def _run_call(call: dict[str, Any], *upstream: Any) -> Any:
     """What each Ray task runs: :func:`_run_task` with the call's arguments, which travel as one argument. Ray
     serializes each top-level argument and each keyword's name on its own: 14 serializations per call with them
-    as keywords. The refs inside ``call`` stay refs; ``upstream`` (top-level) is what Ray waits for."""
-    return _run_task(*upstream, **call)
+    as keywords. The refs inside ``call`` stay refs. ``upstream`` holds the Ray refs of upstream tasks: passing
+    them as top-level arguments makes Ray wait for them (their values are not used here)."""
+    return _run_task(**call)
 
 
-def _run_task(*upstream: Any, shared_task: list[Any], task_run_id: uuid.UUID, shared_context: list[Any],
+def _run_task(*, shared_task: list[Any], task_run_id: uuid.UUID, shared_context: list[Any],
               parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None,
               return_type: str = "state") -> Any:
     """Run one Prefect task with Prefect's task engine, in the job's context; returns the task run's final state
-    (``return_type="state"``) or its value, raising the task's exception (``"result"``).
-
-    ``upstream`` holds the Ray refs of upstream tasks: passing them as arguments makes Ray wait for them.
-    """
+    (``return_type="state"``) or its value, raising the task's exception (``"result"``)."""
     import asyncio
 
     import ray
