@@ -141,18 +141,19 @@ def _task_run_events(flow_run: uuid.UUID, count: int, monkeypatch: Any) -> list[
         captured.append(Event(**fields, follows=follows.id if follows is not None else None))
         return captured[-1]
 
-    monkeypatch.setattr(engine, "emit_event", capture)
-    for index in range(count):
-        run = TaskRun(id=uuid.uuid4(), name=f"square-{index}", flow_run_id=flow_run, task_key="square",
-                      dynamic_key=str(index), tags=["distributed", f"cpu:{index % 2}"], run_count=1)
-        running = Running()
-        follows = engine.emit_task_run_state_change_event(task_run=run, initial_state=None, validated_state=running)
-        run.state, run.start_time = running, running.timestamp
-        end = Failed(message="boom") if index == count - 1 else Completed()
-        run.end_time = end.timestamp
-        engine.emit_task_run_state_change_event(task_run=run, initial_state=running, validated_state=end,
-                                                follows=follows)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # only around the emits: undo() would drop the test's other patches
+        patched.setattr(engine, "emit_event", capture)
+        for index in range(count):
+            run = TaskRun(id=uuid.uuid4(), name=f"square-{index}", flow_run_id=flow_run, task_key="square",
+                          dynamic_key=str(index), tags=["distributed", f"cpu:{index % 2}"], run_count=1)
+            running = Running()
+            follows = engine.emit_task_run_state_change_event(task_run=run, initial_state=None,
+                                                              validated_state=running)
+            run.state, run.start_time = running, running.timestamp
+            end = Failed(message="boom") if index == count - 1 else Completed()
+            run.end_time = end.timestamp
+            engine.emit_task_run_state_change_event(task_run=run, initial_state=running, validated_state=end,
+                                                    follows=follows)
     from prefect.server.events.schemas.events import Event as ServerEvent
 
     return [ServerEvent.model_validate_json(event.model_dump_json()).receive() for event in captured]
