@@ -102,12 +102,12 @@ def head_env(num_cpus: Optional[int] = None) -> dict[str, str]:
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env.update(PYTHONPATH=os.pathsep.join(paths), RAY_USAGE_STATS_ENABLED="0")
-    # Each job's program is a new Ray driver, and Ray's workers belong to one driver: have the raylet start
-    # a driver's workers as soon as it connects, not when its first task arrives.
-    env.setdefault("RAY_enable_worker_prestart", "1")
     # with the warm pool: no starts beside it, a job's idle workers kept a minute (ray_warm_workers.head_env)
     for key, value in ray_warm_workers.head_env(num_cpus or _num_cpus()).items():
         env.setdefault(key, value)
+    # Without the pool: each job's program is a new Ray driver, and Ray's workers belong to one driver: have the
+    # raylet start a driver's workers as soon as it connects, not when its first task arrives.
+    env.setdefault("RAY_enable_worker_prestart", "1")
     # Without it, Ray stops a driver's idle workers above one per CPU after 1 s: a program pausing 2 s between two
     # fan-outs of cpu=0.5 tasks had half its workers started again, each importing Prefect's task engine anew
     # (~1.5 s of CPU). Idle workers are kept 10 s; a job's workers still end with the job.

@@ -73,11 +73,17 @@ def head_env(num_cpus: int) -> dict[str, str]:
     idle worker of a job once it idled ``JOB_WORKER_IDLE_S`` (the pool's job-less workers are kept alive anyway): a
     job's workers stay through a pause of up to a minute between two fan-outs, and a job that moves through many
     task environments does not keep every environment's workers until it ends.
+
+    Nor does the raylet start job-less workers of its own, one per CPU, when it starts (``enable_worker_prestart``)
+    or when the first driver connects (``prestart_worker_first_driver``): those are not kept alive, so the pool
+    counted them, the raylet stopped them a minute later, and the pool was filled again (~1.5 s of CPU each, seen
+    ~75 s after every start of the embedded default). The pool's workers are then all the ones its fill asked for.
     """
     if target(num_cpus) == 0:
         return {}
     return {"RAY_preload_python_modules": PRELOAD_MODULES, "RAY_num_workers_soft_limit": "0",
-            "RAY_idle_worker_killing_time_threshold_ms": str(JOB_WORKER_IDLE_S * 1000)}
+            "RAY_idle_worker_killing_time_threshold_ms": str(JOB_WORKER_IDLE_S * 1000),
+            "RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
 def fill() -> int:

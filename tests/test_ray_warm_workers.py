@@ -16,6 +16,7 @@ import pytest
 from deployments import ray_cluster, ray_warm_workers
 
 POOL = 3
+IDLE_LIMIT_MS = 2000
 ROOT = Path(__file__).resolve().parent.parent
 
 DRIVER = """
@@ -30,6 +31,14 @@ def where():
     return os.getpid(), loaded, os.getpriority(os.PRIO_PROCESS, 0)
 
 print(json.dumps(ray.get([where.remote() for _ in range(3)])))
+"""
+
+FIRST_DRIVER = """
+import json, os, time
+import ray
+ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
+time.sleep(1.0)
+print(json.dumps(True))
 """
 
 # A fan-out with a backlog: two one-CPU slots on the two-CPU head, 40 tasks queued behind them.
@@ -55,6 +64,8 @@ def head():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("QSFLOW_RAY_NUM_CPUS", "2")
         patch.setenv(ray_warm_workers.WARM_WORKERS_ENV, str(POOL))
+        # idle workers that are not kept alive are stopped after 2 s here, not a minute
+        patch.setenv("RAY_idle_worker_killing_time_threshold_ms", str(IDLE_LIMIT_MS))
         ray_cluster.stop()  # a head started earlier in the session may predate these settings
         try:
             ray_cluster.ensure_local_head()
@@ -82,6 +93,22 @@ def _wait_for_pool(port: int, count: int, timeout: float = 60.0) -> list[int]:
         if len(pids) >= count or time.monotonic() > deadline:
             return pids
         time.sleep(0.2)
+
+
+def test_the_pool_is_only_workers_it_asked_for_and_they_outlive_the_idle_limit(head):
+    """The raylet starts no job-less workers of its own, at its start or at the first driver's: it would stop them
+    once idle past its limit, the pool would count them meanwhile and start them again (ray_warm_workers.head_env).
+    First in this module, so its driver is the head's first."""
+    port = head["node_manager_port"]
+    ray_warm_workers.fill()
+    pool = sorted(ray_warm_workers.jobless_worker_pids(port))
+    assert len(pool) == POOL
+    _driver_output(head["address"], FIRST_DRIVER)  # connects and runs nothing
+    deadline = time.monotonic() + 2 * IDLE_LIMIT_MS / 1000 + 1.0
+    while time.monotonic() < deadline:  # past the idle limit of any worker the driver's start made
+        assert sorted(ray_warm_workers.jobless_worker_pids(port)) == pool
+        time.sleep(0.2)
+    assert ray_warm_workers.fill() == 0
 
 
 def test_the_next_driver_runs_on_the_pool_with_prefect_loaded_and_the_pool_is_refilled_after_it(head):
@@ -179,4 +206,5 @@ def test_the_pool_is_two_per_cpu_by_default_and_zero_turns_it_and_the_preload_of
     assert ray_warm_workers.target(2) == 4 and ray_warm_workers.target(16) == 8
     assert ray_warm_workers.head_env(2) == {"RAY_preload_python_modules": "tasks.worker_preload",
                                             "RAY_num_workers_soft_limit": "0",
-                                            "RAY_idle_worker_killing_time_threshold_ms": "60000"}
+                                            "RAY_idle_worker_killing_time_threshold_ms": "60000",
+                                            "RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
