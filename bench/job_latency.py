@@ -4,8 +4,9 @@
 
 Uses a fresh qsflow home (its own embedded server, stopped at the end). Prints the cold figures
 (server start, first job) and the warm run() -> DONE times with their ratio to running the same
-program with `python program.py`, measured in the same run. ``python -m bench`` runs the same
-measurement (:func:`measure`) with every other figure.
+program with `python program.py`, the two alternating in the same run, each from a quiet machine; and the
+warm jobs run back to back. ``python -m bench`` runs the same measurement (:func:`measure`) with every other
+figure.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # How often the client would read the job's status if the server's event stream could not be opened (job.wait is
 # woken by the stream: deployments.job_end); each read costs the client and the server CPU too.
 POLL_S = 0.1
+# Quiet time before each run of the paired warm figure: the server's and worker's work after a job's end (its final
+# hook's artifacts and events, recorded by the server: ~0.1 s) is over by then.
+PAUSE_S = 1.0
 
 PROGRAM = """from qiskit_serverless import get_arguments, save_result
 save_result({"echo": get_arguments()})
@@ -50,45 +54,54 @@ def write_program(directory: Path) -> Path:
 
 
 def measure(client: Any, source: Path, runs: int) -> dict[str, Any]:
-    """Cold first job, then ``runs`` warm jobs run one after another; each to DONE.
+    """Cold first job, then ``runs`` warm jobs two ways, each to DONE:
 
-    Also the CPU the embedded server and worker (with the flow-run processes they reaped) spent per warm job.
+    * one after another (``warm_back_to_back_s``), with the CPU the embedded server and worker (with the flow-run
+      processes they reaped) spent per job: each job also meets the end of the one before (its final hook's
+      artifacts and events, the server recording them);
+    * each from a quiet machine (``warm_s``, the figure), alternating with the plain ``python trivial.py`` runs of
+      the baseline, ``PAUSE_S`` before each run of either: both are measured in the same conditions.
     """
     from bench.proc_cpu import tree_cpu
     from deployments import server
     from serverless_compat import QiskitFunction
 
-    baseline = plain_subprocess(source, runs)
     function = client.upload(QiskitFunction(title="trivial", entrypoint="trivial.py", working_dir=str(source)))
     state = server.status()
-    timings = []
 
     def cpu() -> tuple[float, float, float]:
         return (tree_cpu([state.get("server_pid")]), tree_cpu([state.get("worker_pid")]), time.process_time())
 
-    before = cpu()
-    ended = []
-    for index in range(runs + 1):
-        if index == 1:
-            before = cpu()
+    def one_job(index: int) -> tuple[float, str, float]:
         started, started_epoch = time.perf_counter(), time.time()
         job = function.run(index=index)
         status = job.wait(timeout=300, poll=POLL_S)
         assert status == "DONE", job.logs()
-        timings.append(time.perf_counter() - started)
-        ended.append((job.job_id, started_epoch))
+        return time.perf_counter() - started, job.job_id, started_epoch
+
+    first = one_job(0)[0]
+    before = cpu()
+    back_to_back = [one_job(index)[0] for index in range(1, runs + 1)]
     used = [(after - earlier) / runs for after, earlier in zip(cpu(), before)]
-    warm = timings[1:]
+    warm, baseline, ended = [], [], []
+    for index in range(runs):
+        time.sleep(PAUSE_S)
+        baseline += plain_subprocess(source, 1)
+        time.sleep(PAUSE_S)
+        took, job_id, started_epoch = one_job(runs + 1 + index)
+        warm.append(took)
+        ended.append((job_id, started_epoch))
     # when the server recorded each warm job's end, from run(): the same without the client's poll interval
     from uuid import UUID
 
     from deployments.connection import prefect_api
 
     with prefect_api(client.host) as api:
-        at_server = [api.read_flow_run(UUID(job_id)).end_time.timestamp() - epoch for job_id, epoch in ended[1:]]
-    return {"first_s": timings[0], "warm_s": warm, "warm_p50_s": statistics.median(warm),
+        at_server = [api.read_flow_run(UUID(job_id)).end_time.timestamp() - epoch for job_id, epoch in ended]
+    return {"first_s": first, "warm_s": warm, "warm_p50_s": statistics.median(warm),
             "warm_end_at_server_p50_s": statistics.median(at_server),
-            "plain_s": baseline, "plain_p50_s": statistics.median(baseline),
+            "warm_back_to_back_s": back_to_back, "warm_back_to_back_p50_s": statistics.median(back_to_back),
+            "plain_s": baseline, "plain_p50_s": statistics.median(baseline), "pause_s": PAUSE_S,
             "server_and_worker_cpu_per_job_s": used[0] + used[1], "cpu_per_job_s": {
                 "server": used[0], "worker_and_runs": used[1], "client": used[2]}, "client_poll_s": POLL_S}
 
@@ -114,6 +127,7 @@ def main() -> int:
     print(f"embedded server start (cold):        {server_start:7.2f} s")
     print(f"first job run() -> DONE (cold):      {result['first_s']:7.2f} s")
     print(f"warm run() -> DONE, p50 of {len(warm)}:       {p50:7.2f} s  (min {min(warm):.2f}, max {max(warm):.2f})")
+    print(f"  the same, back to back, p50:       {result['warm_back_to_back_p50_s']:7.2f} s")
     print(f"plain `python program.py`, p50:      {base:7.2f} s")
     print(f"ratio warm job / plain subprocess:   {p50 / base:7.2f}x")
     print(f"server + worker CPU per warm job:    {result['server_and_worker_cpu_per_job_s']:7.2f} s")
