@@ -56,6 +56,80 @@ def test_a_scheduled_run_is_not_polled_for_while_this_workers_runs_fill_the_pool
     assert not worker._pool_filled_here()
 
 
+def _state_event(state: str, run_id: str, pool: str = "qsflow"):
+    from prefect.events import Event
+
+    pool_resource = {"prefect.resource.id": f"prefect.work-pool.{pool}-id", "prefect.resource.role": "work-pool",
+                     "prefect.resource.name": pool}
+    return Event(event=f"prefect.flow-run.{state}", resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+                 related=[pool_resource])
+
+
+def test_an_end_is_polled_for_only_while_a_run_may_wait_for_the_slot_it_freed() -> None:
+    """Each poll costs the server ~20 ms of CPU: after a job's end the worker polls only if a run it saw scheduled
+    (and neither took nor saw end) may wait for the slot; until its event stream is open and read, at every end."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+
+    from deployments.warm_worker import WarmProcessWorker
+
+    a, b, c, d, e, f = (str(uuid4()) for _ in range(6))
+    worker = WarmProcessWorker(work_pool_name="qsflow")
+    worker._runs_task_group = object()  # stands for the worker's loops having started
+    worker._work_pool = WorkPool(name="qsflow", type="process", concurrency_limit=2)
+    assert worker._poll_wanted(_state_event("Completed", a))  # what may wait is not known yet
+    worker._waiting_unknown = False  # the stream is open and the pool's scheduled runs were read: none
+    assert not worker._poll_wanted(_state_event("Completed", a))
+    assert worker._poll_wanted(_state_event("Scheduled", b))  # polled for at once, and waits until taken
+    assert worker._poll_wanted(_state_event("Failed", a))  # b may wait for that slot
+    worker._note_taken([FlowRun(id=b, flow_id=uuid4())])  # a poll took it
+    assert not worker._poll_wanted(_state_event("Crashed", c))
+    # another pool's runs are not this worker's to wait for
+    assert not worker._poll_wanted(_state_event("Scheduled", d, pool="other"))
+    assert not worker._poll_wanted(_state_event("Completed", c))
+    # a run awaiting a retry waits too, until it ends (taken by another worker, or cancelled)
+    assert worker._poll_wanted(_state_event("AwaitingRetry", e))
+    assert worker._poll_wanted(_state_event("Completed", c))
+    assert not worker._poll_wanted(_state_event("Cancelled", e))
+    # while its own runs fill the pool's limit, a scheduled run is noted but not polled for; the next end polls
+    worker._active_runs = 2
+    assert not worker._poll_wanted(_state_event("Scheduled", f))
+    assert worker._poll_wanted(_state_event("Completed", c))
+
+
+def test_the_runs_scheduled_before_the_event_stream_opened_are_read_from_the_pool(client, prefect) -> None:
+    """A run scheduled while the worker was not listening (its start, a lost stream) is read from the server."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from deployments.programs import deployment_name
+    from deployments.settings import WORK_POOL
+    from deployments.warm_worker import WarmProcessWorker
+
+    function = client.upload(QiskitFunction(title="warm-waiting", entrypoint="main.py",
+                                            working_dir=str(PROGRAMS / "warm_worker")))
+    deployment = prefect.read_deployment_by_name(deployment_name(function.title))
+    later = prefect.create_flow_run_from_deployment(
+        deployment.id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(hours=1)))
+    worker = WarmProcessWorker(work_pool_name=WORK_POOL)
+
+    async def read() -> None:
+        async with get_client() as api:
+            worker._client = api
+            await worker._read_waiting()
+
+    try:
+        asyncio.run(read())
+        assert str(later.id) in worker._waiting and not worker._waiting_unknown, worker._waiting
+    finally:
+        prefect.delete_flow_run(UUID(str(later.id)))
+
+
 def test_a_runs_events_name_the_flow_deployment_queue_and_pool_the_worker_handed_it(client, prefect) -> None:
     """The worker hands each forked run its flow, deployment, work queue and work pool (read at most once a minute)
     for Prefect's related-resource cache; the run's events still name all four, as when the run read them itself."""
