@@ -78,9 +78,14 @@ def _noop() -> None:
     pass
 
 
-def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[dict[str, Any]] = None) -> None:
-    """In the forked process: what ``python -m prefect.engine`` does, with the runner flow already imported and
-    the run's ``related`` objects (:meth:`WarmProcessWorker._related_objects`) where Prefect's events code looks."""
+def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[dict[str, Any]] = None,
+             flow_run: Any = None) -> None:
+    """In the forked process: what ``python -m prefect.engine`` does, with the runner flow already imported, the
+    run's ``related`` objects (:meth:`WarmProcessWorker._related_objects`) where Prefect's events code looks, and
+    the ``flow_run`` the worker took from its poll instead of a read of it (~11 ms of the server's CPU per job). The
+    engine reads it again once its ``Running`` state is set, before the flow starts; until then it uses the run's id,
+    name, parameters and retry policy, which the worker's copy has as they are (its state is the one before
+    ``Pending``: the engine's proposal of ``Running`` is orchestrated by the server from the run's actual state)."""
     from deployments.warm_preload import RUN_SETTINGS_VARIABLES
 
     # the first event the run emits (its store's block load) would read them from the API, each on a new connection
@@ -108,7 +113,8 @@ def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[
     current = get_settings_context()
     with SettingsContext(profile=current.profile, settings=current.settings if same_settings else Settings()):
         with handle_engine_signals(run_id):
-            flow_run = load_flow_run(flow_run_id=run_id)
+            if flow_run is None or str(flow_run.id) != flow_run_id:
+                flow_run = load_flow_run(flow_run_id=run_id)
             run_flow(run_program, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
 
 
@@ -219,7 +225,8 @@ class ForkedRunStarter:
             except RuntimeError:
                 pass
         env = {k: v for k, v in sanitize_subprocess_env(env).items() if v is not None}
-        process = forkserver().Process(target=_execute, args=(str(flow_run.id), env, self._cwd, self._related),
+        process = forkserver().Process(target=_execute,
+                                       args=(str(flow_run.id), env, self._cwd, self._related, flow_run),
                                        name=f"qsflow-run-{flow_run.id}")
         handed_off = False
         try:
