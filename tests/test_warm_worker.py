@@ -214,3 +214,59 @@ def test_a_job_suspended_from_outside_while_its_program_runs_still_ends_done(cli
     assert job.result() == {"finished": True}
     names = [s.name for s in prefect.read_flow_run_states(UUID(job.job_id))]
     assert names[-2:] == ["Suspended", "Completed"], names
+
+
+def test_a_submission_reads_the_runs_deployment_once(prefect) -> None:
+    """Prefect's worker reads a run's deployment twice while it submits the run (whether it still exists, then for
+    its job configuration); the warm worker answers the second read with the first. The worker here is the real
+    one on the session's server, with its own pool; only its ``_run`` stops short of starting a process."""
+    import asyncio
+    from uuid import uuid4
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.logging.handlers import APILogHandler
+    from prefect.workers.process import ProcessWorkerResult
+
+    from deployments.warm_worker import RUNNER_ENTRYPOINT, WarmProcessWorker
+
+    pool = f"submit-{uuid4().hex[:8]}"
+    prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    deployment_id = prefect.create_deployment(flow_id=prefect.create_flow_from_name(pool), name=pool,
+                                              entrypoint=RUNNER_ENTRYPOINT, work_pool_name=pool)
+    flow_run = prefect.create_flow_run_from_deployment(deployment_id)
+    reads, clients_in_run = [], []
+
+    class Spy:  # the real client, its deployment reads counted
+        def __init__(self, real):
+            self.real = real
+
+        async def read_deployment(self, deployment_id):
+            reads.append(deployment_id)
+            return await self.real.read_deployment(deployment_id)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    class Worker(WarmProcessWorker):
+        async def _run(self, flow_run, configuration, task_status=None):
+            clients_in_run.append(self.client)
+            if task_status is not None:
+                task_status.started(0)
+            return ProcessWorkerResult(status_code=0, identifier="0")
+
+    async def submit() -> list:
+        async with Worker(work_pool_name=pool) as worker:
+            worker._client = Spy(worker._client)
+            return await worker.get_and_submit_flow_runs()
+
+    try:
+        taken = asyncio.run(submit())
+        APILogHandler().flush()  # the worker's log lines about the run, while the server is up
+        assert [run.id for run in taken] == [flow_run.id]
+        assert reads == [deployment_id], reads  # one read for Prefect's two
+        assert clients_in_run and isinstance(clients_in_run[0], Spy)  # the run's own reads go to the client
+    finally:
+        prefect.delete_flow_run(flow_run.id)
+        prefect.delete_deployment(deployment_id)
+        prefect.delete_work_pool(pool)
