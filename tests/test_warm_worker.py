@@ -226,6 +226,8 @@ def test_a_submission_reads_the_runs_deployment_once(prefect) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.logging.handlers import APILogHandler
+    from prefect.utilities.dispatch import get_registry_for_type
+    from prefect.workers.base import BaseWorker
     from prefect.workers.process import ProcessWorkerResult
 
     from deployments.warm_worker import RUNNER_ENTRYPOINT, WarmProcessWorker
@@ -248,6 +250,9 @@ def test_a_submission_reads_the_runs_deployment_once(prefect) -> None:
         def __getattr__(self, name):
             return getattr(self.real, name)
 
+    registry = get_registry_for_type(BaseWorker)  # the subclass below takes over the "process" type: given back
+    registered = registry["process"]
+
     class Worker(WarmProcessWorker):
         async def _run(self, flow_run, configuration, task_status=None):
             clients_in_run.append(self.client)
@@ -267,6 +272,7 @@ def test_a_submission_reads_the_runs_deployment_once(prefect) -> None:
         assert reads == [deployment_id], reads  # one read for Prefect's two
         assert clients_in_run and isinstance(clients_in_run[0], Spy)  # the run's own reads go to the client
     finally:
+        registry["process"] = registered
         prefect.delete_flow_run(flow_run.id)
         prefect.delete_deployment(deployment_id)
         prefect.delete_work_pool(pool)
