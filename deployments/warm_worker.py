@@ -274,7 +274,7 @@ class WarmProcessWorker(ProcessWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._waiting: dict[str, None] = {}  # ids of runs that may wait for a slot (:meth:`_runs_may_wait`)
+        self._waiting: set[str] = set()  # ids of runs that may wait for a slot (:meth:`_runs_may_wait`)
         self._waiting_unknown = True  # until the event stream is open and the pool's scheduled runs were read
 
     async def start(self, *args: Any, **kwargs: Any) -> None:
@@ -328,9 +328,9 @@ class WarmProcessWorker(ProcessWorker):
         run_id = event.resource.id.removeprefix("prefect.flow-run.")
         scheduled = event.event.removeprefix("prefect.flow-run.") in WAITING_STATES
         if scheduled:
-            self._waiting[run_id] = None
+            self._waiting.add(run_id)
         else:
-            self._waiting.pop(run_id, None)
+            self._waiting.discard(run_id)
         if self._runs_task_group is None:  # the worker is stopping
             return False
         if scheduled:  # the server gives no run past the pool's limit; the next end polls
@@ -354,7 +354,7 @@ class WarmProcessWorker(ProcessWorker):
                 any_=[StateType.SCHEDULED]))),
             work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
             limit=WAITING_READ_LIMIT)
-        self._waiting.update((str(run.id), None) for run in runs)
+        self._waiting.update(str(run.id) for run in runs)
         self._waiting_unknown = len(runs) >= WAITING_READ_LIMIT
 
     def _runs_may_wait(self) -> bool:
@@ -370,8 +370,7 @@ class WarmProcessWorker(ProcessWorker):
         return taken
 
     def _note_taken(self, runs: list[Any]) -> None:
-        for run in runs:
-            self._waiting.pop(str(run.id), None)
+        self._waiting.difference_update(str(run.id) for run in runs)
 
     def _pool_filled_here(self) -> bool:
         """Whether this worker's own runs alone fill the work pool's concurrency limit (then a poll returns
