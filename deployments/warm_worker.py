@@ -82,8 +82,7 @@ def _noop() -> None:
     pass
 
 
-def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[dict[str, Any]] = None,
-             flow_run: Any = None) -> None:
+def _execute(flow_run: Any, env: dict[str, str], cwd: str, related: Optional[dict[str, Any]] = None) -> None:
     """In the forked process: what ``python -m prefect.engine`` does, with the runner flow already imported, the
     run's ``related`` objects (:meth:`WarmProcessWorker._related_objects`) where Prefect's events code looks, and
     the ``flow_run`` the worker took from its poll instead of a read of it (~5 ms of the server's CPU per job). The
@@ -101,12 +100,12 @@ def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[
     from prefect._internal.control_listener import configure_from_env
     from prefect.context import SettingsContext, get_settings_context
     from prefect.engine import handle_engine_signals
-    from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
+    from prefect.flow_engine import flow_run_logger, run_flow
     from prefect.settings import Settings
 
     from flows.runner import run_program
 
-    run_id = UUID(flow_run_id)
+    run_id = flow_run.id
     _heartbeats_without_join()
     _running_named_initializing()
     _without_suspension_observer()
@@ -117,8 +116,6 @@ def _execute(flow_run_id: str, env: dict[str, str], cwd: str, related: Optional[
     current = get_settings_context()
     with SettingsContext(profile=current.profile, settings=current.settings if same_settings else Settings()):
         with handle_engine_signals(run_id):
-            if flow_run is None or str(flow_run.id) != flow_run_id:
-                flow_run = load_flow_run(flow_run_id=run_id)
             run_flow(run_program, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
 
 
@@ -248,8 +245,7 @@ class ForkedRunStarter:
             except RuntimeError:
                 pass
         env = {k: v for k, v in sanitize_subprocess_env(env).items() if v is not None}
-        process = forkserver().Process(target=_execute,
-                                       args=(str(flow_run.id), env, self._cwd, self._related, flow_run),
+        process = forkserver().Process(target=_execute, args=(flow_run, env, self._cwd, self._related),
                                        name=f"qsflow-run-{flow_run.id}")
         handed_off = False
         try:
