@@ -305,28 +305,39 @@ def _all_task_runs(api: Any, job_id: str) -> list:
 
 
 SERIAL_PROGRAM = textwrap.dedent('''
-    import json, sys, time
+    import json, os, statistics, sys, time
     from qiskit.circuit.random import random_circuit
     from qiskit.transpiler import generate_preset_pass_manager
     from qiskit_ibm_runtime.fake_provider import FakeSherbrooke
     batch = [random_circuit(12, 40, max_operands=2, measure=True, seed=s) for s in range(int(sys.argv[1]))]
     manager = generate_preset_pass_manager(optimization_level=2, backend=FakeSherbrooke(), seed_transpiler=7)
     manager.run(batch[0])
-    start = time.perf_counter()
-    [manager.run(c) for c in batch]
-    print(json.dumps({"serial_s": time.perf_counter() - start}))
+    rounds = {"threads": [], "one_thread": []}
+    for _ in range(int(sys.argv[2])):
+        for kind in rounds:
+            if kind == "one_thread":
+                os.environ["QISKIT_IN_PARALLEL"] = "TRUE"  # Qiskit's Rust passes run single-threaded
+            else:
+                os.environ.pop("QISKIT_IN_PARALLEL", None)
+            start = time.perf_counter()
+            [manager.run(c) for c in batch]
+            rounds[kind].append(time.perf_counter() - start)
+    print(json.dumps({kind: statistics.median(times) for kind, times in rounds.items()}))
 ''')
 
 
-def serial_single_thread(circuits: int) -> float:
-    """The serial transpile of the same circuits in a fresh process with Qiskit's Rust threads limited to one
-    (``RAYON_NUM_THREADS=1``): the baseline "serial" means on a machine where the transpiler uses one core."""
+def serial_both_ways(circuits: int, rounds: int = 3) -> dict[str, float]:
+    """The serial transpile of the same circuits in a fresh process, rounds alternating between Qiskit's default
+    (its Rust passes on every core) and one thread (``QISKIT_IN_PARALLEL=TRUE``, as in a ``cpu=1`` task): the
+    medians, ``{"threads": s, "one_thread": s}``. Their ratio bounds any fan-out on ``n`` CPUs:
+    ``n * threads / one_thread`` over the serial transpile at best."""
     import json
     import subprocess
 
-    output = subprocess.run([sys.executable, "-c", SERIAL_PROGRAM, str(circuits)], check=True, capture_output=True,
-                            text=True, env={**os.environ, "RAYON_NUM_THREADS": "1"}).stdout
-    return json.loads(output.strip().splitlines()[-1])["serial_s"]
+    env = {k: v for k, v in os.environ.items() if k not in ("QISKIT_IN_PARALLEL", "RAYON_NUM_THREADS")}
+    output = subprocess.run([sys.executable, "-c", SERIAL_PROGRAM, str(circuits), str(rounds)], check=True,
+                            capture_output=True, text=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def run_job(client: Any, tasks: int, circuits: int, first: int = 50, reps: int = 3, cache: bool = True,
